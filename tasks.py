@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Set-up and everyday commands for Ten Thousand Layers, with nothing but Python 3.11.
+
+    python3 tasks.py book    # create .venv with the pinned stack, build the HTML book
+    python3 tasks.py test    # create .venv with the pinned stack, run every test (pytest --nbval)
+
+Other commands: ``setup`` (only the environment), ``sync`` (jupytext --sync every
+chapter), ``execute`` (re-execute every chapter's .ipynb in place from its .md),
+``lint`` (ruff).  The environment is made once and reused while
+requirements.txt and pyproject.toml are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("TTL_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+STAMP = VENV / ".ttl-installed"
+
+
+def _fingerprint() -> str:
+    h = hashlib.sha256()
+    for name in ("requirements.txt", "pyproject.toml"):
+        h.update((ROOT / name).read_bytes())
+    return h.hexdigest()
+
+
+def _run(*cmd: str | Path) -> None:
+    env = dict(os.environ)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(VENV)
+    env.setdefault("MPLBACKEND", "Agg")
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env, check=True)
+
+
+def setup() -> None:
+    """Create .venv and install the pinned stack and the library (editable)."""
+    if sys.version_info[:2] != (3, 11):
+        print(f"warning: the pins are tested on Python 3.11, this is {sys.version.split()[0]}", file=sys.stderr)
+    if STAMP.exists() and STAMP.read_text() == _fingerprint():
+        return
+    if not (BIN / "python").exists():
+        print(f"creating {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    _run(BIN / "python", "-m", "pip", "install", "--quiet", "-r", "requirements.txt", "-e", ".")
+    STAMP.write_text(_fingerprint())
+
+
+def chapters() -> list[Path]:
+    """Every jupytext-paired chapter source (.md with a jupytext header) under book/."""
+    out = []
+    for md in sorted((ROOT / "book").rglob("*.md")):
+        if "_build" in md.parts:
+            continue
+        head = md.read_text(encoding="utf-8")[:400]
+        if head.startswith("---") and "jupytext:" in head:
+            out.append(md)
+    return out
+
+
+def book() -> None:
+    setup()
+    _run(BIN / "jupyter-book", "build", "book", "-W", "-n", "--keep-going")
+    print(f"\nThe book is at {ROOT / 'book' / '_build' / 'html' / 'index.html'}")
+
+
+def test() -> None:
+    setup()
+    _run(BIN / "pytest", "--nbval")
+
+
+def sync() -> None:
+    setup()
+    _run(BIN / "jupytext", "--sync", *chapters())
+
+
+def execute() -> None:
+    """Regenerate each chapter's .ipynb from its .md and execute it in place."""
+    setup()
+    for md in chapters():
+        _run(BIN / "jupytext", "--to", "ipynb", "--update", "--execute", md)
+
+
+def lint() -> None:
+    setup()
+    _run(BIN / "ruff", "check", "lib", "tests", "tasks.py")
+
+
+COMMANDS = {"setup": setup, "book": book, "test": test, "sync": sync, "execute": execute, "lint": lint}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in COMMANDS:
+        print(__doc__)
+        sys.exit(2)
+    try:
+        COMMANDS[sys.argv[1]]()
+    except subprocess.CalledProcessError as exc:
+        sys.exit(exc.returncode)
