@@ -14,8 +14,9 @@ derivatives are taken by automatic differentiation in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +49,10 @@ class Activation:
         ``(s11, s22, s12) -> E[phi(u1) phi(u2)]`` in closed form, if known.
     derivative_moment : callable or None
         ``(s11, s22, s12) -> E[phi'(u1) phi'(u2)]`` in closed form, if known.
+    moment_1d, derivative_moment_1d, length_slope_1d : callable or None
+        ``q -> E[phi(u)**2]``, ``q -> E[phi'(u)**2]`` and
+        ``q -> d E[phi(u)**2] / dq`` for ``u ~ N(0, q)`` in closed form, for
+        activations that have them only in one dimension (hard-tanh).
     """
 
     name: str
@@ -58,6 +63,9 @@ class Activation:
     smooth: bool = True
     moment: Moment | None = None
     derivative_moment: Moment | None = None
+    moment_1d: Callable[[Array], Array] | None = None
+    derivative_moment_1d: Callable[[Array], Array] | None = None
+    length_slope_1d: Callable[[Array], Array] | None = None
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
@@ -90,6 +98,8 @@ class Activation:
         if self.moment is not None:
             q = gaussian._check_variance("q", q)
             return self.moment(q, q, q)
+        if self.moment_1d is not None:
+            return self.moment_1d(gaussian._check_variance("q", q))
         return gaussian.expect(lambda u: self.phi(u) ** 2, q, n_nodes=n_nodes)
 
     def derivative_second_moment(self, q: Any, *, n_nodes: int = gaussian.DEFAULT_NODES_1D) -> Array:
@@ -97,6 +107,8 @@ class Activation:
         if self.derivative_moment is not None:
             q = gaussian._check_variance("q", q)
             return self.derivative_moment(q, q, q)
+        if self.derivative_moment_1d is not None:
+            return self.derivative_moment_1d(gaussian._check_variance("q", q))
         return gaussian.expect(lambda u: self.dphi(u) ** 2, q, n_nodes=n_nodes)
 
 
@@ -109,6 +121,7 @@ def _ones_like(x: Array) -> Array:
 
 
 _SQRT_PI = np.sqrt(np.pi)
+
 
 def _sech2(x: Array) -> Array:
     """``sech(x)**2`` without overflow: ``4 e^{-2|x|} / (1 + e^{-2|x|})**2``."""
@@ -145,6 +158,28 @@ RELU = Activation(
     derivative_moment=gaussian.relu_derivative_moment,
 )
 
+
+def _hardtanh_inner(q: Array) -> tuple[Array, Array]:
+    """``P(|u| < 1)`` and the density of ``u ~ N(0, q)`` at 1 (``q = 0`` gives 1, 0)."""
+    q = np.asarray(q, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(q > 0, 1.0 / np.sqrt(2.0 * np.where(q > 0, q, 1.0)), np.inf)
+        density = np.where(q > 0, np.exp(-(a**2)) * a / _SQRT_PI, 0.0)
+    return special.erf(a), density
+
+
+def _hardtanh_moment_1d(q: Array) -> Array:
+    """``E[clip(u, -1, 1)**2] = q P(|u|<1) - 2 q p(1) + P(|u|>1)`` for ``u ~ N(0, q)``."""
+    inside, density = _hardtanh_inner(q)
+    return np.asarray(q * inside - 2.0 * q * density + 1.0 - inside)
+
+
+def _hardtanh_slope_1d(q: Array) -> Array:
+    """``dE[clip(u)**2]/dq = E[g'']/2 = P(|u|<1) - 2 p(1)`` with ``g = min(u**2, 1)``."""
+    inside, density = _hardtanh_inner(q)
+    return np.asarray(inside - 2.0 * density)
+
+
 HARDTANH = Activation(
     "hardtanh",
     phi=lambda x: np.clip(x, -1.0, 1.0),
@@ -152,6 +187,9 @@ HARDTANH = Activation(
     d2phi=_zeros_like,
     torch_fn=torch.nn.functional.hardtanh,
     smooth=False,
+    moment_1d=_hardtanh_moment_1d,
+    derivative_moment_1d=lambda q: _hardtanh_inner(q)[0],
+    length_slope_1d=_hardtanh_slope_1d,
 )
 
 LINEAR = Activation(
@@ -256,9 +294,7 @@ def get(activation: str | Activation | Callable[..., Any]) -> Activation:
         try:
             return BUILTINS[activation.lower()]
         except KeyError:
-            raise ValueError(
-                f"unknown activation {activation!r}; known names: {', '.join(sorted(BUILTINS))}"
-            ) from None
+            raise ValueError(f"unknown activation {activation!r}; known names: {', '.join(sorted(BUILTINS))}") from None
     try:
         known = _KNOWN_FUNCTIONS.get(activation)
     except TypeError:  # unhashable callable

@@ -101,18 +101,18 @@ def forward(net: RandomCNN, h0: torch.Tensor, activation: Any) -> list[torch.Ten
     pad = tuple(p for s in reversed(net.v.shape) for p in (s // 2, s // 2))
     image = h0.shape[2:]
     hs = [h0]
-    h = h0.reshape(1, net.n_networks * net.channels, *image)
-    for w, b in zip(net.weights, net.biases):
-        x = act.torch_fn(h)
-        x = _circular_pad(x, pad)
-        h = conv(x, w, b, groups=net.n_networks)
+    for w, b in zip(net.weights, net.biases, strict=False):
+        # Continue from the stored tensor itself, so that gradients with respect to
+        # every h^l flow through the graph.
+        x = act.torch_fn(hs[-1].reshape(1, net.n_networks * net.channels, *image))
+        h = conv(_circular_pad(x, pad), w, b, groups=net.n_networks)
         hs.append(h.reshape(net.n_networks, net.channels, *image))
     return hs
 
 
 def _circular_pad(x: torch.Tensor, pad: tuple[int, ...]) -> torch.Tensor:
     """Periodic padding that also works when the kernel is wider than the image."""
-    for axis, (left, right) in zip(range(x.ndim - 1, 1, -1), zip(pad[0::2], pad[1::2])):
+    for axis, (left, right) in zip(range(x.ndim - 1, 1, -1), zip(pad[0::2], pad[1::2], strict=False), strict=False):
         n = x.shape[axis]
         idx = torch.arange(-left, n + right) % n
         x = x.index_select(axis, idx)

@@ -1,0 +1,48 @@
+"""Tests for signalprop.claims."""
+
+import json
+
+import pytest
+from signalprop.claims import Claim, load_all, markdown_table, record
+
+
+def _claim(**kw):
+    base = dict(
+        id="x-1",
+        source="Xiao et al. (2018), §2",
+        claim="a | b",
+        paper_value="1",
+        our_value="1.01",
+        scale="c = 8",
+        verdict="reproduced",
+        chapter="xiao2018/fourier_modes",
+    )
+    base.update(kw)
+    return Claim(**base)
+
+
+def test_record_and_load_round_trip(tmp_path):
+    record(_claim(), tmp_path)
+    record(_claim(id="a-0", verdict="not yet tested", chapter=""), tmp_path)
+    record(_claim(our_value="1.02"), tmp_path)  # replaces its own row
+    claims = load_all(tmp_path)
+    assert [c.id for c in claims] == ["a-0", "x-1"]
+    assert claims[1].our_value == "1.02"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_markdown_table_escapes_pipes_and_links_chapters():
+    table = markdown_table([_claim()])
+    assert "a \\| b" in table
+    assert "{doc}`xiao2018/fourier_modes`" in table
+    assert table.count("\n") == 3
+
+
+def test_invalid_claims_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="verdict"):
+        _claim(verdict="sort of")
+    with pytest.raises(ValueError, match="id"):
+        _claim(id="a/b")
+    (tmp_path / "bad.json").write_text(json.dumps({"id": "bad", "nonsense": 1}))
+    with pytest.raises(ValueError, match="not a claim record"):
+        load_all(tmp_path)
