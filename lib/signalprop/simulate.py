@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from numpy.typing import ArrayLike, NDArray
 
 from signalprop.activations import get
+from signalprop.layers import circular_pad
 from signalprop.meanfield import _check_covariance, _params, check_variance_vector
 
 Array = NDArray[np.float64]
@@ -105,18 +106,9 @@ def forward(net: RandomCNN, h0: torch.Tensor, activation: Any) -> list[torch.Ten
         # Continue from the stored tensor itself, so that gradients with respect to
         # every h^l flow through the graph.
         x = act.torch_fn(hs[-1].reshape(1, net.n_networks * net.channels, *image))
-        h = conv(_circular_pad(x, pad), w, b, groups=net.n_networks)
+        h = conv(circular_pad(x, pad), w, b, groups=net.n_networks)
         hs.append(h.reshape(net.n_networks, net.channels, *image))
     return hs
-
-
-def _circular_pad(x: torch.Tensor, pad: tuple[int, ...]) -> torch.Tensor:
-    """Periodic padding that also works when the kernel is wider than the image."""
-    for axis, (left, right) in zip(range(x.ndim - 1, 1, -1), zip(pad[0::2], pad[1::2], strict=False), strict=False):
-        n = x.shape[axis]
-        idx = torch.arange(-left, n + right) % n
-        x = x.index_select(axis, idx)
-    return x
 
 
 def empirical_covariance(h: torch.Tensor) -> Array:
