@@ -84,10 +84,10 @@ def sync() -> None:
 
 
 def execute() -> None:
-    """Regenerate each chapter's .ipynb from its .md and execute it in place."""
+    """Regenerate each chapter's .ipynb from its .md and execute it (no stale outputs kept)."""
     setup()
     for md in chapters():
-        _run(BIN / "jupytext", "--to", "ipynb", "--update", "--execute", md)
+        _run(BIN / "jupytext", "--to", "ipynb", "--execute", md)
 
 
 def lint() -> None:

@@ -180,6 +180,40 @@ def test_c_star_is_a_fixed_point_and_chi_c_its_slope(sw):
         assert meanfield.chi_c("tanh", sw, 0.05) == pytest.approx(slope, rel=1e-7)
 
 
+@pytest.mark.parametrize("sw", [3.0, 4.0, 5.0])
+def test_c_star_deep_in_the_chaotic_phase_solves_the_exact_fixed_point_equation(sw):
+    # At large q* the 2-D rule near c = 1 is off by ~1e-9, which once faked a root next
+    # to 1; c* must be the nontrivial root, checked with q* and M(c) from adaptive
+    # quadrature (scipy).  (At sigma_w2 = 8, q* = 7.5, the 200^2 rule itself is only
+    # good to ~1e-8: documented in c_star.)
+    from scipy import integrate, optimize
+
+    sb = 0.05
+
+    def length(q):
+        s = np.sqrt(q)
+        return (
+            sw
+            * integrate.quad(lambda z: np.tanh(s * z) ** 2 * np.exp(-z * z / 2), -12, 12, epsabs=1e-14)[0]
+            / np.sqrt(2 * np.pi)
+            + sb
+        )
+
+    q = optimize.brentq(lambda q: length(q) - q, 0.01, 50.0, xtol=1e-14)
+    cs = meanfield.c_star("tanh", sw, sb)
+    assert cs < 0.9
+
+    def corr(c):
+        s = np.sqrt(q)
+
+        def f(z2, z1):
+            return np.tanh(s * z1) * np.tanh(s * (c * z1 + np.sqrt(1 - c * c) * z2)) * np.exp(-(z1 * z1 + z2 * z2) / 2)
+
+        return (sw * integrate.dblquad(f, -10, 10, -10, 10, epsabs=1e-12, epsrel=1e-12)[0] / (2 * np.pi) + sb) / q
+
+    assert corr(cs) == pytest.approx(cs, abs=1e-8)
+
+
 def test_c_map_matches_monte_carlo():
     rng = np.random.default_rng(1)
     sw, sb, q, c = 2.0, 0.05, 0.8, 0.3

@@ -222,7 +222,10 @@ def c_star(activation: ActivationLike, sigma_w2: ArrayLike, sigma_b2: ArrayLike,
     critical line (``chi_1 <= 1``).  In the chaotic phase ``c*`` is the root of
     ``M(c) = c`` in ``[-1, 1)``, found by bisection with Newton steps
     (``M'(c) = sigma_w2 * E[phi'(u1) phi'(u2)]``, Price's theorem), to ~1e-14.
-    A root closer than 1e-10 to 1 is reported as ``1 - 1e-10``.
+    The root is searched in ``[-1, 1 - 1e-10]``.  Accuracy is that of the 2-D
+    quadrature: about 1e-12 for tanh up to ``q* = 5`` (``sigma_w2 = 5``), but only
+    about 1e-8 at ``q* = 7.5`` (``sigma_w2 = 8``) with the default 200 x 200 nodes;
+    pass a larger ``n_nodes`` there.
     """
     act = get(activation)
     sw, sb = _params(sigma_w2, sigma_b2)
@@ -247,10 +250,13 @@ def _solve_c_star(act: Activation, sw: Array, sb: Array, qs: Array, n_nodes: int
     n = sw.size
     lo = np.full(n, -1.0)
     hi = np.full(n, 1.0 - _C_MARGIN)
-    g_hi, _ = g_and_slope(hi, np.arange(n))
+    # Only called where chi_1 > 1: then M(1) = 1 and M'(1) = chi_1 > 1, so
+    # M(c) - c < 0 just below 1 and the stable root lies in [-1, 1).  The sign at
+    # the upper end is taken from this expansion, not from the 2-D rule: at c -> 1
+    # the 2-D rule degenerates to a 1-D rule whose error for tanh at q* > 2
+    # (about 1e-9) exceeds _C_MARGIN and would fake a root next to 1.
     result = np.full(n, np.nan)
-    result[g_hi >= 0] = hi[g_hi >= 0]  # root within _C_MARGIN of 1: not resolvable
-    active = np.flatnonzero(np.isnan(result))
+    active = np.arange(n)
     x = np.full(n, 0.5)
     for _ in range(200):
         if active.size == 0:
@@ -263,7 +269,9 @@ def _solve_c_star(act: Activation, sw: Array, sb: Array, qs: Array, n_nodes: int
             newton = x[active] - g / dg
         inside = (newton > lo[active]) & (newton < hi[active]) & np.isfinite(newton)
         new = np.where(inside, newton, 0.5 * (lo[active] + hi[active]))
-        done = (np.abs(new - x[active]) < 1e-15) | (hi[active] - lo[active] < 1e-15) | (g == 0)
+        exact = g == 0  # x is the root: keep it (the bracket has collapsed onto it)
+        new = np.where(exact, x[active], new)
+        done = (np.abs(new - x[active]) < 1e-15) | (hi[active] - lo[active] < 1e-15) | exact
         x[active] = new
         result[active[done]] = new[done]
         active = active[~done]

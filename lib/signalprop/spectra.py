@@ -95,11 +95,15 @@ def jacobian_moments(activation: Any, q: ArrayLike, *, n_nodes: int | None = Non
 
 
 def predicted_spectral_variance(activation: Any, q: ArrayLike, depth: int, *, orthogonal: bool) -> Any:
-    """Variance of the eigenvalues of ``J J.T`` of a deep critical network, to leading order in depth.
+    """Variance of the eigenvalues of ``J J.T`` of a deep critical network.
 
     Pennington et al. (2018): at ``sigma_w2 mu_1 = 1`` the variance is
     ``L (mu_2 / mu_1**2 - 1 - s_1)`` with ``s_1 = 0`` for orthogonal weights and
-    ``s_1 = -1`` for i.i.d. Gaussian ones.
+    ``s_1 = -1`` for i.i.d. Gaussian ones.  In the free-probability model, where
+    every layer has the same diagonal law ``D^l`` (all pre-activations at ``q``),
+    the formula is exact for every depth ``L``, not only its leading order: the
+    variance of a product of ``L`` freely independent factors of mean 1 is the
+    sum of their variances.
     """
     if int(depth) != depth or depth < 1:
         raise ValueError(f"depth must be a positive integer, got {depth!r}")
