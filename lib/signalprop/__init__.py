@@ -1,8 +1,13 @@
-"""signalprop: tested routines behind the book *Ten Thousand Layers*.
+"""signalprop: signal propagation in deep convolutional networks (Ten Thousand Layers).
 
 The package re-exports its modules, not their names, so that calls read as
-``sp.meanfield.q_star(...)``.
+``sp.meanfield.q_star(...)``.  The experiment modules (``data``, ``models``,
+``train``, ``sweep``, ``provenance``, ``presets``) are imported on first use, so that
+``import signalprop`` stays light and ``python -m signalprop.train`` runs cleanly.
 """
+
+import importlib
+from typing import Any
 
 from signalprop import (
     activations,
@@ -19,6 +24,8 @@ from signalprop import (
 
 __version__ = "0.1.0"
 
+_LAZY = ("data", "models", "presets", "provenance", "sweep", "train")
+
 __all__ = [
     "activations",
     "claims",
@@ -30,5 +37,12 @@ __all__ = [
     "meanfield",
     "simulate",
     "spectra",
+    *_LAZY,
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return importlib.import_module(f"signalprop.{name}")
+    raise AttributeError(f"module 'signalprop' has no attribute {name!r}")
