@@ -6,7 +6,14 @@
 
 Other commands: ``setup`` (only the environment), ``sync`` (jupytext --sync every
 chapter), ``execute`` (re-execute every chapter's .ipynb in place from its .md),
-``lint`` (ruff).  The environment is made once and reused while
+``lint`` (ruff), and for the training chapters of Part III
+
+    python3 tasks.py run <chapter> <preset>   # e.g. run xiao2018/trainability cpu
+
+which executes the chapter through papermill at the named preset (smoke, cpu, paper) with
+training allowed: missing results are trained (resuming interrupted runs), stored under
+book/<part>/results/<chapter>/<preset>/, and the executed notebook is written to the
+chapter's .ipynb twin.  The environment is made once and reused while
 requirements.txt and pyproject.toml are unchanged.
 """
 
@@ -32,8 +39,9 @@ def _fingerprint() -> str:
     return h.hexdigest()
 
 
-def _run(*cmd: str | Path) -> None:
+def _run(*cmd: str | Path, extra_env: dict[str, str] | None = None) -> None:
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(VENV)
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
@@ -89,6 +97,21 @@ def execute() -> None:
         _run(BIN / "jupytext", "--to", "ipynb", "--execute", md)
 
 
+def run(chapter: str, preset: str) -> None:
+    """Execute a training chapter through papermill at ``preset``, training what is missing."""
+    if preset not in ("smoke", "cpu", "paper"):
+        raise SystemExit(f"preset must be smoke, cpu or paper, got {preset!r}")
+    md = ROOT / "book" / f"{chapter.removesuffix('.md')}.md"
+    if md not in chapters():
+        raise SystemExit(f"no chapter {md.relative_to(ROOT)}")
+    setup()
+    nb = md.with_suffix(".ipynb")
+    _run(BIN / "jupytext", "--to", "ipynb", md)  # inputs from the reviewed .md, outputs cleared
+    env = {"TTL_PRESET": preset, "TTL_ALLOW_TRAINING": "1"}
+    _run(BIN / "papermill", nb, nb, "--cwd", md.parent, "--kernel", "python3", extra_env=env)
+    print(f"\n{nb.relative_to(ROOT)} executed at preset {preset!r}")
+
+
 def lint() -> None:
     setup()
     _run(BIN / "ruff", "check", "lib", "tests", "tasks.py")
@@ -97,10 +120,15 @@ def lint() -> None:
 COMMANDS = {"setup": setup, "book": book, "test": test, "sync": sync, "execute": execute, "lint": lint}
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in COMMANDS:
+    args = sys.argv[1:]
+    ok = (len(args) == 1 and args[0] in COMMANDS) or (len(args) == 3 and args[0] == "run")
+    if not ok:
         print(__doc__)
         sys.exit(2)
     try:
-        COMMANDS[sys.argv[1]]()
+        if args[0] == "run":
+            run(args[1], args[2])
+        else:
+            COMMANDS[args[0]]()
     except subprocess.CalledProcessError as exc:
         sys.exit(exc.returncode)

@@ -347,6 +347,29 @@ def test_resume_after_an_exception_is_exact(data, tmp_path, optimizer):
     straight = T.train(seeded(tiny_mlp), *data, cfg, device="cpu")
     assert resumed["resumed_from_steps"] == [10]
     assert resumed["history"] == straight["history"]  # floats compared exactly
+    assert resumed["trace"] == straight["trace"] and len(straight["trace"]) == T.TRACE_STEPS
+
+
+def test_trace_holds_the_first_minibatch_losses(data):
+    # Recompute the first three minibatch losses by hand: same initial model, same batch
+    # stream (BatchSampler with the run's seed), plain SGD steps applied explicitly.
+    cfg = {"optimizer": "sgd", "lr": 0.1, "batch_size": 16, "steps": 3, "eval_every": 3, "seed": 5}
+    result = T.train(seeded(tiny_mlp), *data, cfg, device="cpu")
+    model, (x, y) = seeded(tiny_mlp), data[0]
+    sampler = T.BatchSampler(len(y), 16, 5)
+    expected = []
+    for _ in range(3):
+        idx = sampler.next()
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        expected.append(loss.item())
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.1 * p.grad
+    assert result["trace"] == pytest.approx(expected, rel=1e-6)
+    longer = T.train(seeded(tiny_mlp), *data, {**cfg, "steps": 12, "eval_every": 4}, device="cpu")
+    assert len(longer["trace"]) == T.TRACE_STEPS and longer["trace"][:3] == result["trace"]
 
 
 def test_checkpoint_of_another_run_is_refused(data, tmp_path):

@@ -74,6 +74,7 @@ __all__ = [
     "SCHEMA",
     "RESULT_NAME",
     "CHECKPOINT_NAME",
+    "TRACE_STEPS",
     "TrainConfig",
     "BatchSampler",
     "make_optimizer",
@@ -98,6 +99,8 @@ SCHEMA = "signalprop.train/1"
 #: File names inside a run's output directory.
 RESULT_NAME = "result.json"
 CHECKPOINT_NAME = "checkpoint.pt"
+#: Number of first steps whose minibatch loss is kept in ``trace`` (for re-running checks).
+TRACE_STEPS = 10
 
 _EXPERIMENT_SECTIONS = ("data", "model", "train", "meta")
 _DATA_OWN_KEYS = ("name", "loader", "n_train", "n_test", "subset_seed", "stratified")
@@ -426,6 +429,8 @@ def train(
         ``diverged_at_step`` (the step whose loss was not finite, or ``None``),
         ``history`` (list of records ``{step, epoch, train_loss, train_accuracy,
         test_loss, test_accuracy}``; at step 0 the training fields are ``None``),
+        ``trace`` (the minibatch loss of each of the first :data:`TRACE_STEPS`
+        steps, so that a stored run can be checked by re-running its first steps),
         ``final`` (the last record or ``None``), ``resumed_from_steps`` (steps of
         the checkpoints this run was continued from), ``n_train``, ``n_test``,
         ``n_parameters``, ``data_sha256`` and ``wall_time_s`` (summed over
@@ -465,6 +470,7 @@ def train(
     sampler = BatchSampler(n_train, cfg.batch_size, cfg.seed)
 
     history: list[dict[str, Any]] = []
+    trace: list[float] = []
     resumed: list[int] = []
     sums = {"loss": 0.0, "correct": 0, "count": 0}
     step, wall_before = 0, 0.0
@@ -482,6 +488,7 @@ def train(
         if dev.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
         history, sums = list(ckpt["history"]), dict(ckpt["sums"])
+        trace = list(ckpt.get("trace", []))
         step, wall_before = int(ckpt["step"]), float(ckpt["wall_time_s"])
         resumed = [*ckpt["resumed_from_steps"], step]
 
@@ -517,6 +524,8 @@ def train(
                 status, diverged_at = "diverged", step + 1
                 break
             correct = int((logits.detach().argmax(dim=1) == yb).sum().item())
+            if step < TRACE_STEPS:
+                trace.append(loss_value)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -553,6 +562,7 @@ def train(
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
                     "history": history,
+                    "trace": trace,
                     "sums": sums,
                     "resumed_from_steps": resumed,
                     "wall_time_s": wall_before + time.perf_counter() - t_start,
@@ -570,6 +580,7 @@ def train(
         "steps_completed": step,
         "diverged_at_step": diverged_at,
         "history": history,
+        "trace": trace,
         "final": history[-1] if history else None,
         "resumed_from_steps": resumed,
         "n_train": n_train,
