@@ -1,0 +1,100 @@
+"""Presets of the chapter ``xiao2018/trainability``: Fig. 2 of Xiao et al. (2018).
+
+A depth x sigma_w2 grid of vanilla tanh CNNs (:class:`signalprop.models.VanillaCNN`)
+whose deep-block kernels are spatially uniform i.i.d. Gaussian (``kernel_init="gaussian"``,
+eq. (2.13) with the uniform profile), at ``sigma_b2 = 0.05`` (UNCONFIRMED in the paper:
+the value of Schoenholz et al. 2017; science.md sec. 1.11) and ``sigma_w2`` across the
+order-to-chaos transition (critical ``sigma_w2 = 1.7610`` at that ``sigma_b2``).  Every
+network is trained for a fixed number of steps; the chapter compares the accuracy reached
+with the mean-field depth scale ``xi_c(sigma_w2)``.
+
+Optimiser: SGD with momentum 0.95 at a constant learning rate 1e-2, the authors' demo
+(the paper states none of optimiser, learning rate, batch size, step counts: UNCONFIRMED).
+The same ``(sigma_w2, sigma_b2)`` initialises the stem and the deep block; the read-out is
+``N(0, 1/c)`` (:mod:`signalprop.models`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from signalprop import sweep
+
+CHAPTER = "xiao2018/trainability"
+
+#: sigma_b2 of the whole grid (Schoenholz et al. 2017; UNCONFIRMED for Xiao et al. 2018, Fig. 2).
+SIGMA_B2 = 0.05
+
+#: The grid of each preset: depths (deep-block layers L) and weight variances sigma_w2.
+GRIDS: dict[str, dict[str, tuple]] = {
+    "smoke": {"depths": (2, 8), "sigma_w2": (1.0, 1.76, 3.0)},
+    "cpu": {"depths": (10, 20, 40, 80, 160), "sigma_w2": (1.0, 1.25, 1.5, 1.76, 2.0, 2.5, 3.0)},
+    # Paper: L = 10 ... 600 (section 3.1), sigma_w2 over [1, 4] (the interval is lost in the
+    # text extraction; Schoenholz et al. 2017's range, UNCONFIRMED).
+    "paper": {
+        "depths": (10, 20, 40, 60, 100, 150, 200, 300, 450, 600),
+        "sigma_w2": (1.0, 1.25, 1.5, 1.6, 1.7, 1.76, 1.8, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0),
+    },
+}
+
+DESCRIPTION = {
+    "smoke": (
+        "Smoke test: 6 tiny networks (width 8, depth 2 and 8, sigma_w2 in {1, 1.76, 3}) trained for 10 steps "
+        "on 250 Fashion-MNIST training images (120 held out)."
+    ),
+    "cpu": (
+        "CPU scale: 35 networks of width c = 16 (depths L in {10, 20, 40, 80, 160} x sigma_w2 in "
+        "{1, 1.25, 1.5, 1.76, 2, 2.5, 3}, sigma_b2 = 0.05), each trained for 300 steps of batch 32 on a "
+        "stratified 10,000-image Fashion-MNIST subset (500 held-out test images), one seed."
+    ),
+    "paper": (
+        "Paper scale: 130 networks of the paper's width (c = 256 up to depth 256, 128 beyond; depths 10 to 600 x "
+        "13 values of sigma_w2 in [1, 4], sigma_b2 = 0.05) trained on the full MNIST training set "
+        "(10,000 test images) for 2,000 steps of batch 100 (step count ours; the paper's is not stated)."
+    ),
+}
+
+_DATA = {
+    "smoke": {"name": "fashion-mnist", "n_train": 250, "n_test": 120, "subset_seed": 0, "stratified": True},
+    "cpu": {"name": "fashion-mnist", "n_train": 10_000, "n_test": 500, "subset_seed": 0, "stratified": True},
+    "paper": {"name": "mnist"},
+}
+
+_TRAIN = {
+    "smoke": {"batch_size": 32, "steps": 10, "eval_every": 5, "eval_batch_size": 128},
+    "cpu": {"batch_size": 32, "steps": 300, "eval_every": 100, "eval_batch_size": 500},
+    "paper": {"batch_size": 100, "steps": 2000, "eval_every": 250, "eval_batch_size": 1000, "checkpoint_every": 250},
+}
+
+_CHANNELS = {"smoke": 8, "cpu": 16, "paper": None}  # None: paper_width(depth)
+
+
+def configs(preset: str) -> list[dict[str, Any]]:
+    """The experiment configurations of ``preset`` ("smoke", "cpu" or "paper"), depth-major.
+
+    Raises
+    ------
+    ValueError
+        An unknown preset.
+    """
+    if preset not in GRIDS:
+        raise ValueError(f"preset must be one of {tuple(GRIDS)}, got {preset!r}")
+    grid = GRIDS[preset]
+    base = {
+        "data": dict(_DATA[preset]),
+        "model": {
+            "channels": _CHANNELS[preset],
+            "kernel_init": "gaussian",
+            "sigma_b2": SIGMA_B2,
+            **({"image_size": 28, "in_channels": 1, "num_classes": 10}),
+        },
+        "train": {
+            "optimizer": "momentum",
+            "lr": 1e-2,
+            "momentum": 0.95,
+            "seed": 0,
+            **_TRAIN[preset],
+        },
+        "meta": {"chapter": CHAPTER, "figure": "Xiao et al. (2018), Fig. 2", "preset": preset},
+    }
+    return sweep.grid(base, **{"model.depth": list(grid["depths"]), "model.sigma_w2": list(grid["sigma_w2"])})
