@@ -1,0 +1,83 @@
+"""Tests of signalprop.presets: the registry of training chapters, their presets and run_or_load.
+
+Chapter-specific checks of each preset module (the paper's depths, widths and data sets)
+live in ``tests/test_presets_<module>.py``.  Here: what every chapter must satisfy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from signalprop import models, presets, sweep, train
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+CHAPTERS = sorted(presets.chapter_modules())
+
+
+def test_every_preset_module_names_an_existing_chapter():
+    assert CHAPTERS, "no training chapter registered"
+    for chapter in CHAPTERS:
+        assert (BOOK / f"{chapter}.md").is_file(), chapter
+        module = presets.module_for(chapter)
+        assert set(module.DESCRIPTION) == set(presets.PRESETS), chapter
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+@pytest.mark.parametrize("preset", presets.PRESETS)
+def test_configs_are_valid_experiments_with_distinct_keys(chapter, preset):
+    configs = presets.configs(chapter, preset)
+    assert configs, (chapter, preset)
+    for config in configs:
+        train.check_experiment(config)  # raises on an invalid configuration
+        json.dumps(config)  # plain JSON
+    keys = [sweep.config_key(c) for c in configs]
+    assert len(set(keys)) == len(keys), "two jobs of one preset share a configuration"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_paper_preset_uses_the_papers_data_and_widths(chapter):
+    # Xiao et al. (2018), section 3 (science.md 1.11): MNIST or CIFAR-10, width 256 up to depth 256
+    # and 128 beyond, 3x3 kernels, tanh, no downsampling inside the deep block.
+    for config in presets.configs(chapter, "paper"):
+        assert config["data"]["name"] in ("mnist", "cifar10"), config["data"]
+        model = {**models.model_config_defaults(), **config["model"]}
+        depth = model["depth"]
+        width = model["channels"] if model["channels"] is not None else models.paper_width(depth)
+        assert width == (256 if depth <= 256 else 128), (depth, width)
+        assert model["image_size"] == (28 if config["data"]["name"] == "mnist" else 32)
+        assert model["in_channels"] == (1 if config["data"]["name"] == "mnist" else 3)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_smoke_preset_is_small(chapter):
+    for config in presets.configs(chapter, "smoke"):
+        assert config["data"].get("n_train", 10**9) <= 256
+        assert config["data"].get("n_test", 10**9) <= 128
+        assert config["model"]["depth"] <= 8 and config["model"].get("channels", 10**9) <= 8
+        assert config["train"]["steps"] <= 20
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_cpu_preset_runs_on_the_offline_data_set(chapter):
+    for config in presets.configs(chapter, "cpu"):
+        assert config["data"]["name"] == "fashion-mnist"
+
+
+def test_unknown_chapter_and_preset_raise():
+    with pytest.raises(ValueError, match="no presets for chapter"):
+        presets.configs("xiao2018/no_such_chapter", "cpu")
+    with pytest.raises(ValueError, match="preset must be one of"):
+        presets.configs(CHAPTERS[0], "huge")
+
+
+def test_missing_results_are_an_error_naming_the_command(tmp_path):
+    chapter = CHAPTERS[0]
+    with pytest.raises(FileNotFoundError, match=f"python3 tasks.py run {chapter} smoke"):
+        presets.run_or_load(chapter, "smoke", tmp_path, allow_training=False)
+
+
+def test_results_dir_layout(tmp_path):
+    assert presets.results_dir(tmp_path, "xiao2018/trainability", "cpu") == tmp_path / "trainability" / "cpu"
