@@ -10,6 +10,9 @@ achieved GFLOP/s, for
 * ``fast``: :func:`signalprop.deepblock.deep_tanh_block` with the batch split over
   ``--threads`` CPU threads (the default of the library);
 * ``fast_1slice``: the same with one slice and torch's own intra-op threads;
+* ``fast_addmm``: ``fast`` with oneDNN disabled (``torch.backends.mkldnn.enabled = False``), i.e. the
+  generic path of the block (``index_select`` + ``addmm`` + ``tanh`` per layer, Python loops) that float64 and
+  GPU tensors take, for a before/after comparison of the CPU float32 path in the same run;
 
 and, in the same run and process, the machine's throughput on one large dense convolution of
 the same kind (3 x 3, stride 1, forward + backward, ``--dense`` shape), measured before and
@@ -163,13 +166,21 @@ def reference_step(block: DeepTanhBlock, x: torch.Tensor, padding: str) -> Calla
     return step
 
 
-def fast_step(block: DeepTanhBlock, x: torch.Tensor, threads: int | None, segments: int | None) -> Callable[[], None]:
+def fast_step(
+    block: DeepTanhBlock, x: torch.Tensor, threads: int | None, segments: int | None, onednn: bool = True
+) -> Callable[[], None]:
     xg = x.clone().requires_grad_()
 
     def step() -> None:
         block.zero_grad(set_to_none=True)
         xg.grad = None
-        deep_tanh_block(xg, block.weight, block.bias, checkpoint_segments=segments, threads=threads).sum().backward()
+        enabled = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = onednn and enabled
+        try:
+            y = deep_tanh_block(xg, block.weight, block.bias, checkpoint_segments=segments, threads=threads)
+            y.sum().backward()
+        finally:
+            torch.backends.mkldnn.enabled = enabled
 
     return step
 
@@ -183,6 +194,7 @@ def run_config(cfg: Config, args: argparse.Namespace, device: torch.device) -> d
         variants.append(("fast", cfg.depth, lambda b, x: fast_step(b, x, None, None)))
         if device.type == "cpu":
             variants.append(("fast_1slice", cfg.depth, lambda b, x: fast_step(b, x, 1, None)))
+            variants.append(("fast_addmm", cfg.depth, lambda b, x: fast_step(b, x, None, None, onednn=False)))
     for name, depth, make in variants:
         block, x = make_block(cfg, depth, device, args.seed)
         t = time_it(make(block, x), args.repeats, device)
@@ -316,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         dense_runs.append(dense_throughput(tuple(args.dense), args.repeats, device, args.seed))
         dense = max(r["gflops_best"] for r in dense_runs)
         for r in runs:
-            for name in ("reference", "fast", "fast_1slice"):
+            for name in ("reference", "fast", "fast_1slice", "fast_addmm"):
                 if name in r:
                     r[name]["ratio_to_dense"] = r[name]["gflops_best"] / dense
             if "fast" in r:
@@ -326,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'config':40s} {'variant':12s} {'ms/layer':>9s} {'GFLOP/s':>8s} {'/dense':>7s} {'CPU ms/layer':>12s}")
         for r in runs:
             cfg = Config(**r["config"])
-            for name in ("reference", "fast", "fast_1slice"):
+            for name in ("reference", "fast", "fast_1slice", "fast_addmm"):
                 if name in r:
                     v = r[name]
                     print(

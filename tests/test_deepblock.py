@@ -190,3 +190,115 @@ def test_bad_input_raises():
         block.initialise_(sigma_b2=-1.0)
     with pytest.raises(ValueError, match="kernel_size"):
         deepblock.circular_patch_index(1, 2, 2, 2)
+
+
+def test_gaussian_spatial_variance_profile():
+    # eq. (2.13): tap beta of every layer has weight variance sigma_w2 * v_beta / c; taps with v_beta = 0 are zero
+    c, d, sigma_w2 = 16, 50, 2.0
+    v = [[0.0, 0.1, 0.0], [0.1, 0.6, 0.1], [0.0, 0.1, 0.0]]
+    block = DeepTanhBlock(c, d, dtype=torch.float64)
+    block.initialise_("gaussian", sigma_w2, 0.0, generator=torch.Generator().manual_seed(11), v=v)
+    w = block.weight.detach()
+    n = d * c * c  # samples per tap; relative standard error of a sample variance sqrt(2 / n)
+    for ky in range(3):
+        for kx in range(3):
+            tap = w[:, :, :, ky, kx]
+            if v[ky][kx] == 0:
+                assert torch.count_nonzero(tap) == 0
+            else:
+                expected = sigma_w2 * v[ky][kx] / c
+                assert tap.square().mean().item() == pytest.approx(expected, rel=4 * math.sqrt(2 / n))
+    # a 1-D profile is used as the separable outer(v, v): the corners get v_0 * v_2
+    sep = DeepTanhBlock(c, d, dtype=torch.float64)
+    sep.initialise_("gaussian", sigma_w2, 0.0, generator=torch.Generator().manual_seed(12), v=[0.25, 0.5, 0.25])
+    corner = sep.weight.detach()[:, :, :, 0, 2]
+    assert corner.square().mean().item() == pytest.approx(sigma_w2 / 16 / c, rel=4 * math.sqrt(2 / n))
+
+
+def test_gaussian_delta_profile_equals_uniform_draws_only_at_the_centre():
+    # the profile changes each tap's scale, not the random stream: same seed, delta v -> only the centre survives
+    block = DeepTanhBlock(4, 3, dtype=torch.float64)
+    delta = [[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    block.initialise_("gaussian", 1.5, 0.0, generator=torch.Generator().manual_seed(13), v=delta)
+    uniform = DeepTanhBlock(4, 3, dtype=torch.float64)
+    uniform.initialise_("gaussian", 1.5, 0.0, generator=torch.Generator().manual_seed(13))
+    centre = block.weight.detach()[:, :, :, 1, 1]
+    torch.testing.assert_close(centre, 3.0 * uniform.weight.detach()[:, :, :, 1, 1], rtol=1e-14, atol=0)
+    assert block.weight.detach().abs().sum().item() == pytest.approx(centre.abs().sum().item())
+
+
+def test_profile_with_another_kernel_raises():
+    block = DeepTanhBlock(3, 2)
+    with pytest.raises(ValueError, match="kernel='gaussian' only"):
+        block.initialise_("delta_orthogonal", v=[0.25, 0.5, 0.25])
+
+
+def test_malformed_profile_raises_and_leaves_the_block_unchanged():
+    block = _block(3, 2)
+    before = block.weight.detach().clone()
+    with pytest.raises(ValueError, match="sum to 1"):
+        block.initialise_("gaussian", v=[[0.2] * 3] * 3)
+    assert torch.equal(block.weight.detach(), before)
+
+
+_FAST = deepblock._use_fast_path(torch.empty(1))
+
+
+@pytest.mark.skipif(not _FAST, reason="the CPU float32 path needs oneDNN")
+@pytest.mark.parametrize(
+    ("batch", "c", "h", "w", "d", "k", "threads", "segments"),
+    [
+        (3, 4, 5, 6, 5, 3, 1, None),  # non-square image
+        (3, 4, 5, 6, 5, 3, 2, None),  # batch split unevenly over two threads
+        (2, 3, 2, 1, 4, 3, 2, 2),  # image smaller than the kernel, checkpointed
+        (1, 2, 1, 1, 3, 3, 1, None),  # a single pixel
+        (2, 3, 4, 4, 3, 5, 2, 3),  # 5 x 5 kernel on a 4 x 4 image, one layer per segment
+        (5, 16, 7, 7, 12, 3, 2, 4),  # the paper's geometry, checkpointed
+    ],
+)
+def test_float32_cpu_fast_path_within_float32_tolerance(batch, c, h, w, d, k, threads, segments):
+    # float32 on the CPU takes the oneDNN path (fused bias + tanh, TorchScript loops); its error against the
+    # float64 stack must be of the size of the float32 stack's own error, as in the float32 test above.
+    block = _block(c, d, k)
+    gen = torch.Generator().manual_seed(14)
+    x = torch.randn(batch, c, h, w, generator=gen, dtype=torch.float64)
+    g = torch.randn(batch, c, h, w, generator=gen, dtype=torch.float64)
+    _, exact = _grads_fast_and_stack(block, x, g)
+    fast, stack = _grads_fast_and_stack(
+        block.float(), x.float(), g.float(), threads=threads, checkpoint_segments=segments
+    )
+    for a, b, e in zip(fast, stack, exact, strict=True):
+        scale = e.abs().max().item()
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale)
+        assert (a.double() - e).abs().max() <= 4 * (b.double() - e).abs().max() + 1e-7 * scale
+
+
+@pytest.mark.skipif(not _FAST, reason="the CPU float32 path needs oneDNN")
+def test_float32_cpu_fast_path_checkpointing_no_grad_and_parameter_only_gradients():
+    block = _block(4, 9).float()
+    gen = torch.Generator().manual_seed(15)
+    x = torch.randn(3, 4, 5, 5, generator=gen)
+    g = torch.randn(3, 4, 5, 5, generator=gen)
+    outs = []
+    for seg in (None, 1, 3, 9):
+        xf = x.clone().requires_grad_()
+        y = deep_tanh_block(xf, block.weight, block.bias, checkpoint_segments=seg, threads=2)
+        outs.append((y, *torch.autograd.grad(y, (xf, block.weight, block.bias), g)))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            # the same operations on the same numbers
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        torch.testing.assert_close(deep_tanh_block(x, block.weight, block.bias), outs[0][0], rtol=1e-6, atol=1e-7)
+    y = deep_tanh_block(x, block.weight, block.bias, threads=2)  # x needs no gradient: layer 0's is skipped
+    gw, gb = torch.autograd.grad(y, (block.weight, block.bias), g)
+    torch.testing.assert_close(gw, outs[0][2], rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(gb, outs[0][3], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(not _FAST, reason="the CPU float32 path needs oneDNN")
+def test_fast_path_only_for_float32_on_the_cpu_with_onednn_enabled(monkeypatch):
+    assert deepblock._use_fast_path(torch.empty(1, dtype=torch.float32))
+    assert not deepblock._use_fast_path(torch.empty(1, dtype=torch.float64))
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    assert not deepblock._use_fast_path(torch.empty(1, dtype=torch.float32))

@@ -31,18 +31,25 @@ the whole block:
   activations instead of ``O(depth)`` (``s ~ sqrt(depth)``), for one extra forward pass.
 
 The code is device-agnostic (only ``index_select``, ``addmm``, ``mm`` and
-pointwise ops), so it runs on a GPU as well.
+pointwise ops), so it runs on a GPU as well.  Float32 tensors on the CPU take a
+faster path with the same mathematics: the GEMMs go through oneDNN with bias and
+``tanh`` fused into the forward GEMM, the weight and bias gradients come out of
+one GEMM, and the layer loops are compiled by TorchScript (no GIL, less overhead
+per op); see :func:`_fast_forward_layers`.  Under :func:`torch.no_grad` nothing
+is stored for a backward.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from torch import nn
 
 from signalprop import init as sp_init
@@ -161,6 +168,112 @@ def _backward_layers(
     return g
 
 
+# The CPU float32 path.  Its GEMMs go through oneDNN's inner product (``torch.ops.mkldnn._linear_pointwise``, the
+# op of torch.compile's CPU backend) with bias and tanh fused into the GEMM's epilogue: at these shapes MKL's sgemm,
+# which ``addmm``/``mm`` call, is ~25 % slower, and ATen's float32 ``tanh`` alone costs most of a GEMM.  Both layer
+# loops are compiled by TorchScript, whose interpreter runs a whole loop without taking the GIL and with less
+# overhead per op than Python, so the threads of the batch slices run truly in parallel.
+
+
+def _fast_forward_layers(
+    x0: torch.Tensor,
+    idx: torch.Tensor,
+    cols: torch.Tensor,
+    wt: list[torch.Tensor],
+    bt: list[torch.Tensor],
+    out: list[torch.Tensor],
+) -> torch.Tensor:
+    """:func:`_forward_layers` for the CPU float32 path: the layers of kernels ``wt`` and biases ``bt`` on ``x0``.
+
+    ``wt[j]`` is the ``j``-th layer's ``(c_out, k*k*c_in)`` kernel (:func:`_fast_kernels`), ``cols`` the
+    ``(n * k * k, c)`` im2col buffer.  Returns the last output; if ``out`` is not empty, the ``j``-th layer's
+    output is also copied to ``out[j]`` (slices of one preallocated block: many small tensors kept alive
+    would fragment the heap, which then keeps their memory after they are freed).
+    """
+    cols_mat = cols.view(x0.shape[0], -1)
+    keep = len(out) > 0
+    x = x0
+    for j in range(len(wt)):
+        torch.index_select(x, 0, idx, out=cols)  # circular im2col
+        x = torch.ops.mkldnn._linear_pointwise(cols_mat, wt[j], bt[j], "tanh", [], "")  # tanh(cols @ W^T + b)
+        if keep:
+            x = out[j].copy_(x)
+    return x
+
+
+def _fast_backward_layers(
+    acts: list[torch.Tensor],
+    g: torch.Tensor,
+    idx: torch.Tensor,
+    cols: torch.Tensor,
+    gz: torch.Tensor,
+    xt: torch.Tensor,
+    wft: list[torch.Tensor],
+    need_params: bool,
+    need_input_grad: bool,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """:func:`_backward_layers` for the CPU float32 path: ``g`` (w.r.t. ``acts[-1]``) back through ``len(wft)`` layers.
+
+    ``acts[j]`` is the input of the ``j``-th layer, ``wft[j]`` its ``(c_in, k*k*c_out)`` flipped kernel
+    (:func:`_fast_kernels`); ``xt`` a ``(c + 1, n)`` buffer whose last row is ones.  Returns the gradient
+    w.r.t. ``acts[0]`` (``g`` unchanged if not ``need_input_grad``: only the first layer's input gradient
+    is skipped) and, if ``need_params``, one ``[x^T; 1^T] @ patches(gz)`` per layer, last layer first, of shape
+    ``(c + 1, k*k*c_out)``: rows ``0 .. c - 1`` the weight gradient of :func:`_backward_layers`, row ``c``
+    the column sums of the patches, whose first ``c_out`` entries are the bias gradient (tap 0 is a cyclic
+    shift, a permutation of the pixels).
+    """
+    n, c = gz.shape
+    cols_mat = cols.view(n, -1)
+    xt_c = xt[:c]
+    params: list[torch.Tensor] = []
+    for j in range(len(wft) - 1, -1, -1):
+        torch.ops.aten.tanh_backward(g, acts[j + 1], grad_input=gz)  # gz = g * (1 - y^2)
+        torch.index_select(gz, 0, idx, out=cols)  # the adjoint of each tap is the flipped tap (_backward_layers)
+        if need_params:
+            xt_c.copy_(acts[j].t())  # oneDNN wants the GEMM's left operand row-major
+            params.append(torch.ops.mkldnn._linear_pointwise(xt, cols_mat.t(), None, "none", [], ""))
+        if j > 0 or need_input_grad:
+            g = torch.ops.mkldnn._linear_pointwise(cols_mat, wft[j], None, "none", [], "")
+    return g, params
+
+
+def _fast_kernels(weight: torch.Tensor, flipped: bool) -> torch.Tensor:
+    """The CPU float32 path's GEMM operands: ``wt[l][o, (ky, kx, i)] = W[l, o, i, ky, kx]`` (forward) or,
+    ``flipped``, ``wft[l][i, (ky, kx, o)] = W[l, o, i, k-1-ky, k-1-kx]`` (input gradient)."""
+    d, c_out, c_in, k, _ = weight.shape
+    if flipped:
+        return weight.flip(3, 4).permute(0, 2, 3, 4, 1).reshape(d, c_in, k * k * c_out).contiguous()
+    return weight.permute(0, 1, 3, 4, 2).reshape(d, c_out, k * k * c_in).contiguous()
+
+
+_FAST_LOOPS: tuple[Callable, Callable] | None = None
+
+
+def _fast_loops() -> tuple[Callable, Callable]:
+    """:func:`_fast_forward_layers` and :func:`_fast_backward_layers` compiled by TorchScript (once), or as they are
+    where TorchScript is unavailable."""
+    global _FAST_LOOPS
+    if _FAST_LOOPS is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit.script is deprecated in favour of torch.compile
+                _FAST_LOOPS = (torch.jit.script(_fast_forward_layers), torch.jit.script(_fast_backward_layers))
+        except Exception:
+            _FAST_LOOPS = (_fast_forward_layers, _fast_backward_layers)
+    return _FAST_LOOPS
+
+
+def _use_fast_path(x: torch.Tensor) -> bool:
+    """Whether ``x`` (float32 on the CPU) takes the oneDNN path: oneDNN available and enabled."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and torch.backends.mkldnn.enabled
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
 def _forward_kernels(weight: torch.Tensor) -> torch.Tensor:
     """``(d, c_out, c_in, k, k)`` weights as forward GEMM operands ``wmat[l][(ky, kx, i), o] = W[l, o, i, ky, kx]``."""
     d, c_out, c_in, k, _ = weight.shape
@@ -232,16 +345,41 @@ def _make_parts(batch: int, hw: tuple[int, int], c: int, k: int, threads: int, l
 
 class _DeepTanhFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, hw, batch, segments, threads):
+    def forward(ctx, x, weight, bias, hw, batch, segments, threads, grad_enabled):
         d, c, _, k, _ = weight.shape
         weight, bias = weight.detach(), bias.detach()
-        needs_grad = any(ctx.needs_input_grad[:3])
-        wmat = _forward_kernels(weight)
-        wflip = _flipped_kernels(weight) if needs_grad else None
+        # needs_input_grad says requires_grad also under torch.no_grad: then nothing is stored for a backward
+        needs_grad = grad_enabled and any(ctx.needs_input_grad[:3])
+        fast = _use_fast_path(x)
+        if fast:
+            wmat = _fast_kernels(weight, flipped=False)
+            wflip = _fast_kernels(weight, flipped=True) if needs_grad else None
+            fwd = _fast_loops()[0]  # compiled here, before the threads start
+        else:
+            wmat = _forward_kernels(weight)
+            wflip = _flipped_kernels(weight) if needs_grad else None
         wl, bl = wmat.unbind(0), bias.unbind(0)
         parts = _make_parts(batch, hw, c, k, threads, x)
         y = torch.empty_like(x)
         bounds = _segment_bounds(d, segments) if (needs_grad and segments is not None) else None
+
+        def run_fast(_: int, p: _Part) -> None:
+            xp = x[p.rows]
+            if not needs_grad:
+                y[p.rows] = fwd(xp, p.idx, p.cols, list(wl), list(bl), [])
+            elif bounds is None:
+                p.saved = x.new_empty((d + 1, p.n, c))  # every activation
+                acts = list(p.saved.unbind(0))
+                acts[0].copy_(xp)
+                y[p.rows] = fwd(acts[0], p.idx, p.cols, list(wl), list(bl), acts[1:])
+            else:
+                p.saved = x.new_empty((len(bounds) - 1, p.n, c))  # the segments' inputs
+                x_cur = xp
+                for s in range(len(bounds) - 1):
+                    first, last = bounds[s], bounds[s + 1]
+                    p.saved[s].copy_(x_cur)
+                    x_cur = fwd(p.saved[s], p.idx, p.cols, list(wl[first:last]), list(bl[first:last]), [])
+                y[p.rows] = x_cur
 
         def run(_: int, p: _Part) -> None:
             xp = x[p.rows]
@@ -261,9 +399,9 @@ class _DeepTanhFunction(torch.autograd.Function):
                     x_cur = _forward_layers(p, p.saved[s], wl, bl, bounds[s], bounds[s + 1], buf)
                 y[p.rows] = x_cur
 
-        _run_parts(run, parts, x.device)
+        _run_parts(run_fast if fast else run, parts, x.device)
         if needs_grad:
-            ctx.parts, ctx.bounds, ctx.k = parts, bounds, k
+            ctx.parts, ctx.bounds, ctx.k, ctx.fast = parts, bounds, k, fast
             # the forward kernels and biases are needed again only to recompute checkpointed segments
             ctx.save_for_backward(*((wmat, wflip, bias) if bounds is not None else (None, wflip, None)))
         return y
@@ -273,13 +411,41 @@ class _DeepTanhFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         wmat, wflip, bias = ctx.saved_tensors
-        parts, bounds, k = ctx.parts, ctx.bounds, ctx.k
-        d, c = wflip.shape[0], wflip.shape[2]
+        parts, bounds, k, fast = ctx.parts, ctx.bounds, ctx.k, ctx.fast
+        d, c = wflip.shape[0], wflip.shape[1 if fast else 2]
         wfl = wflip.unbind(0)
         wl, bl = (wmat.unbind(0), bias.unbind(0)) if bounds is not None else ((), ())
         grad_out = grad_out.contiguous()
         gx = torch.empty_like(grad_out) if need_x else None
         partials: list[tuple[torch.Tensor | None, torch.Tensor | None]] = [(None, None)] * len(parts)
+
+        def run_fast(i: int, p: _Part) -> None:
+            fwd, bwd = _fast_loops()
+            need_params = need_w or need_b
+            params = grad_out.new_empty((d, c + 1, k * k * c)) if need_params else None
+            xt = grad_out.new_ones((c + 1, p.n))
+            g = grad_out[p.rows]
+            if bounds is None:  # go back in chunks, so that each call converts short lists
+                chunks, acts = _segment_bounds(d, default_segments(d)), p.saved.unbind(0)
+            else:
+                chunks = bounds
+                longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+                seg = list(grad_out.new_empty((longest + 1, p.n, c)).unbind(0))
+            for s in range(len(chunks) - 2, -1, -1):
+                first, last = chunks[s], chunks[s + 1]
+                if bounds is None:
+                    a = list(acts[first : last + 1])
+                else:
+                    seg[0].copy_(p.saved[s])
+                    fwd(seg[0], p.idx, p.cols, list(wl[first:last]), list(bl[first:last]), seg[1 : last - first + 1])
+                    a = seg[: last - first + 1]
+                g, grads = bwd(a, g, p.idx, p.cols, p.gz, xt, list(wfl[first:last]), need_params, first > 0 or need_x)
+                if need_params:
+                    torch.stack(grads[::-1], out=params[first:last])
+            p.saved = None
+            if need_x:
+                gx[p.rows] = g
+            partials[i] = (params, None)
 
         def run(i: int, p: _Part) -> None:
             gw = grad_out.new_empty((d, c, k * k * c)) if need_w else None
@@ -303,14 +469,19 @@ class _DeepTanhFunction(torch.autograd.Function):
                 gx[p.rows] = g
             partials[i] = (gw, gb)
 
-        _run_parts(run, parts, grad_out.device)
+        _run_parts(run_fast if fast else run, parts, grad_out.device)
         del ctx.parts
         grad_w = grad_b = None
-        if need_w:
-            grad_w = _weight_grad_layout(_sum([gw for gw, _ in partials]), k)
-        if need_b:
-            grad_b = _sum([gb for _, gb in partials])
-        return gx, grad_w, grad_b, None, None, None, None
+        if fast and (need_w or need_b):
+            params = _sum([pp for pp, _ in partials])  # (d, c + 1, k*k*c), see _fast_backward_layers
+            grad_w = _weight_grad_layout(params[:, :c], k) if need_w else None
+            grad_b = params[:, c, :c].clone() if need_b else None
+        elif not fast:
+            if need_w:
+                grad_w = _weight_grad_layout(_sum([gw for gw, _ in partials]), k)
+            if need_b:
+                grad_b = _sum([gb for _, gb in partials])
+        return gx, grad_w, grad_b, None, None, None, None, None
 
 
 def _sum(ts: list[torch.Tensor]) -> torch.Tensor:
@@ -371,7 +542,8 @@ def deep_tanh_block(
     if threads is None:
         threads = torch.get_num_threads() if x.device.type == "cpu" else 1
     x_rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c).contiguous()
-    y_rows = _DeepTanhFunction.apply(x_rows, weight, bias, (h, w), b, checkpoint_segments, threads)
+    grad_enabled = torch.is_grad_enabled()
+    y_rows = _DeepTanhFunction.apply(x_rows, weight, bias, (h, w), b, checkpoint_segments, threads, grad_enabled)
     return y_rows.view(b, h, w, c).permute(0, 3, 1, 2).contiguous()
 
 
@@ -476,29 +648,56 @@ class DeepTanhBlock(nn.Module):
         sigma_w2: float = 1.0,
         sigma_b2: float = 0.0,
         generator: torch.Generator | None = None,
+        v: ArrayLike | None = None,
     ) -> DeepTanhBlock:
         """Re-initialise every layer in place; returns ``self``.
 
         Each layer's kernel is drawn independently by the :mod:`signalprop.init`
         initialiser named by ``kernel`` (``"delta_orthogonal"``, Algorithm 2;
-        ``"orthogonal"``, Algorithm 1; ``"gaussian"``, eq. (2.13) with a uniform
-        profile) with ``gain = sqrt(sigma_w2)``, and biases are ``N(0, sigma_b2)``
+        ``"orthogonal"``, Algorithm 1; ``"gaussian"``, eq. (2.13)) with
+        ``gain = sqrt(sigma_w2)``, and biases are ``N(0, sigma_b2)``
         (Xiao et al. 2018, eq. (2.1)).  Draws happen on the CPU in float64 and
         are copied, so results do not depend on the device.
+
+        Parameters
+        ----------
+        kernel : {"delta_orthogonal", "orthogonal", "gaussian"}
+        sigma_w2 : float
+            Weight variance, ``> 0``.
+        sigma_b2 : float
+            Bias variance, ``>= 0``.
+        generator : torch.Generator, optional
+        v : array_like, optional
+            ``kernel="gaussian"`` only: the spatial variance profile of eq. (2.13),
+            shape ``(k, k)`` (or ``(k,)``, used as the separable ``outer(v, v)``),
+            non-negative, summing to 1; tap ``beta`` gets weight variance
+            ``sigma_w2 * v_beta / c``.  ``None`` is the uniform profile.  The
+            non-uniform critical Gaussian initialisations GS0-GS4 of Xiao et al.
+            (2018), section 3.3 / Figure 4, are such profiles.
+
+        Raises
+        ------
+        ValueError
+            Unknown ``kernel``; a variance that is negative, not finite or a zero
+            ``sigma_w2``; ``v`` given with a kernel other than ``"gaussian"``, or a
+            ``v`` of the wrong shape, with negative entries or not summing to 1.
         """
         if kernel not in _KERNEL_INITS:
             raise ValueError(f"kernel must be one of {sorted(_KERNEL_INITS)}, got {kernel!r}")
+        if v is not None and kernel != "gaussian":
+            raise ValueError(f"a spatial variance profile v applies to kernel='gaussian' only, got kernel={kernel!r}")
         for name, val in (("sigma_w2", sigma_w2), ("sigma_b2", sigma_b2)):
             if not (math.isfinite(val) and val >= 0):
                 raise ValueError(f"{name} must be a finite variance >= 0, got {val!r}")
         if sigma_w2 == 0:
             raise ValueError("sigma_w2 must be > 0")
         fill = _KERNEL_INITS[kernel]
+        extra = {} if v is None else {"v": v}
         gain = math.sqrt(sigma_w2)
         w = torch.empty(self.weight.shape[1:], dtype=torch.float64)
         with torch.no_grad():
             for layer in range(self.depth):
-                fill(w, gain=gain, generator=generator)
+                fill(w, gain=gain, generator=generator, **extra)  # a bad v raises here, before any copy
                 self.weight[layer].copy_(w)
             b = torch.randn(self.bias.shape, generator=generator, dtype=torch.float64) * math.sqrt(sigma_b2)
             self.bias.copy_(b)
