@@ -570,3 +570,13 @@ def test_real_fashion_mnist_and_vanilla_cnn_are_deterministic(tmp_path, monkeypa
     second = T.run_experiment(config, tmp_path / "b", device="cpu")
     assert second["resumed_from_steps"] == [2]
     assert first["history"] == second["history"]
+
+
+def test_result_files_are_readable_by_others(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = T.write_json_atomic(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert json.loads(path.read_text()) == {"a": 1}

@@ -642,6 +642,12 @@ def canonical_json(obj: Any) -> str:
         raise ValueError(f"configuration is not plain JSON: {err}") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically (temporary file, then :func:`os.replace`)."""
     path = Path(path)
@@ -649,6 +655,7 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone who may read the folder
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
