@@ -20,6 +20,7 @@ requirements.txt and pyproject.toml are unchanged.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -97,6 +98,15 @@ def execute() -> None:
         _run(BIN / "jupytext", "--to", "ipynb", "--execute", md)
 
 
+def _strip_papermill_metadata(nb: Path) -> None:
+    """Drop papermill's timing metadata, so the twin stays identical in content to the .md's cells."""
+    doc = json.loads(nb.read_text(encoding="utf-8"))
+    doc.get("metadata", {}).pop("papermill", None)
+    for cell in doc.get("cells", []):
+        cell.get("metadata", {}).pop("papermill", None)
+    nb.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def run(chapter: str, preset: str) -> None:
     """Execute a training chapter through papermill at ``preset``, training what is missing."""
     if preset not in ("smoke", "cpu", "paper"):
@@ -109,6 +119,7 @@ def run(chapter: str, preset: str) -> None:
     _run(BIN / "jupytext", "--to", "ipynb", md)  # inputs from the reviewed .md, outputs cleared
     env = {"TTL_PRESET": preset, "TTL_ALLOW_TRAINING": "1"}
     _run(BIN / "papermill", nb, nb, "--cwd", md.parent, "--kernel", "python3", extra_env=env)
+    _strip_papermill_metadata(nb)
     print(f"\n{nb.relative_to(ROOT)} executed at preset {preset!r}")
 
 

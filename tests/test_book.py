@@ -1,0 +1,37 @@
+"""The book's chapters: every jupytext-paired .md has an executed .ipynb twin with the same cells."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jupytext
+import pytest
+
+BOOK = Path(__file__).resolve().parents[1] / "book"
+CHAPTERS = sorted(
+    md
+    for md in BOOK.rglob("*.md")
+    if "_build" not in md.parts and md.read_text(encoding="utf-8")[:400].startswith("---\njupytext:")
+)
+
+
+def _cells(path: Path) -> list[tuple[str, str]]:
+    return [(c.cell_type, c.source.strip()) for c in jupytext.read(path).cells]
+
+
+def test_chapters_are_found():
+    assert len(CHAPTERS) >= 10
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=[str(p.relative_to(BOOK)) for p in CHAPTERS])
+def test_twin_has_the_cells_of_the_reviewed_source(md):
+    nb = md.with_suffix(".ipynb")
+    assert nb.is_file(), f"{nb.relative_to(BOOK)} is missing: run jupytext --to ipynb --execute"
+    assert _cells(nb) == _cells(md), f"{nb.name} is out of sync with {md.name}: re-execute it from the .md"
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=[str(p.relative_to(BOOK)) for p in CHAPTERS])
+def test_twin_is_executed(md):
+    nb = jupytext.read(md.with_suffix(".ipynb"))
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and all(c.get("execution_count") for c in code), "every code cell of the twin has been executed"
