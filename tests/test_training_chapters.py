@@ -86,22 +86,44 @@ def test_there_are_stored_cpu_results():
     assert STORED, "no stored cpu-preset results under book/*/results/*/cpu/"
 
 
+def _first_losses(config: dict, steps: int, threads: int, perturb: float = 0.0) -> list[float]:
+    """The first ``steps`` minibatch losses of ``config``, with every initial parameter scaled by
+    ``1 + perturb * (+-1)`` (random signs, seeded) to measure the run's sensitivity to rounding."""
+    cfg = train.TrainConfig.from_dict({**config["train"], "steps": steps, "eval_every": steps, "checkpoint_every": 0})
+    train_data, test_data = train.load_experiment_data(config["data"])
+    init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
+    model = train.build_experiment_model(config["model"], init_seed, "cpu")
+    if perturb:
+        g = torch.Generator().manual_seed(12345)
+        with torch.no_grad():
+            for p in model.parameters():
+                signs = torch.randint(0, 2, p.shape, generator=g).to(p.dtype) * 2 - 1
+                p.mul_(1 + perturb * signs)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return train.train(model, train_data, test_data, cfg, device="cpu", progress=False)["trace"]
+    finally:
+        torch.set_num_threads(previous)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", STORED, ids=[str(p.relative_to(BOOK).parent) for p in STORED])
-def test_stored_cpu_result_reruns_to_its_first_losses(path, tmp_path):
+def test_stored_cpu_result_reruns_to_its_first_losses(path):
     stored = json.loads(path.read_text())
     config = copy.deepcopy(stored["config"])
     k = min(3, len(stored["trace"]))
     assert k > 0, "a stored result without a trace"
-    config["train"].update(steps=k, eval_every=k, checkpoint_every=0)
     config["data"]["n_test"] = 10  # held-out data do not enter the training steps (10: stratified subsets)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(stored["provenance"]["torch_threads"]))
-    try:
-        result = train.run_experiment(config, tmp_path / "rerun", progress=False, device="cpu")
-    finally:
-        torch.set_num_threads(threads)
-    # Same code, data, seeds and thread count: equal up to the last bits that another CPU's
-    # SIMD code path may change.
-    assert result["trace"] == pytest.approx(stored["trace"][:k], rel=1e-5, abs=0)
-
+    threads = int(stored["provenance"]["torch_threads"])
+    rerun = np.array(_first_losses(config, k, threads))
+    expected = np.array(stored["trace"][:k])
+    if np.array_equal(rerun, expected):  # same code, data, seeds, threads and CPU: bit for bit
+        return
+    # Another CPU takes other SIMD code paths, which changes the last bits of every layer. A network in
+    # the chaotic phase amplifies such differences exponentially with depth (by about chi_1^(L/2)), so the
+    # tolerance is the run's own measured sensitivity: the change of its losses when every initial
+    # parameter moves by two float32 ulps (2.4e-7 relative), times 20, plus 1e-5 relative.
+    sensitivity = np.abs(np.array(_first_losses(config, k, threads, perturb=2.0**-22)) - rerun)
+    tolerance = 1e-5 * np.abs(expected) + 20 * sensitivity
+    assert np.all(np.abs(rerun - expected) <= tolerance), (rerun, expected, sensitivity)
