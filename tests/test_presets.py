@@ -81,3 +81,20 @@ def test_missing_results_are_an_error_naming_the_command(tmp_path):
 
 def test_results_dir_layout(tmp_path):
     assert presets.results_dir(tmp_path, "xiao2018/trainability", "cpu") == tmp_path / "trainability" / "cpu"
+
+
+@pytest.mark.parametrize(
+    ("env", "backend", "address"),
+    [(None, "local", None), ("auto", "ray", "auto"), ("10.0.0.1:6379", "ray", "10.0.0.1:6379")],
+)
+def test_missing_jobs_go_to_ray_when_an_address_is_given(tmp_path, monkeypatch, env, backend, address):
+    calls = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda configs, root, **kw: calls.append(kw))
+    if env is None:
+        monkeypatch.delenv("TTL_RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("TTL_RAY_ADDRESS", env)
+    chapter = CHAPTERS[0]
+    rows = presets.run_or_load(chapter, "smoke", tmp_path, allow_training=True)
+    assert len(calls) == 1 and calls[0]["backend"] == backend and calls[0]["ray_address"] == address
+    assert [r["status"] for r in rows] == ["missing"] * len(presets.configs(chapter, "smoke"))

@@ -116,7 +116,7 @@ def run_or_load(
     results_root: str | os.PathLike[str],
     *,
     allow_training: bool,
-    backend: str = "local",
+    backend: str | None = None,
     ray_address: str | None = None,
     progress: bool | None = None,
     device: str | None = None,
@@ -124,6 +124,10 @@ def run_or_load(
     """Results of every job of ``chapter`` at ``preset``, training the missing ones if allowed.
 
     Returns the rows of :func:`signalprop.sweep.collect` in the order of :func:`configs`.
+    Missing jobs run locally, or on the Ray cluster at ``ray_address``; with ``backend=None``
+    the environment decides: ``TTL_RAY_ADDRESS`` (e.g. ``auto``) selects Ray at that
+    address, so ``TTL_RAY_ADDRESS=auto python3 tasks.py run <chapter> paper`` sends a
+    chapter's jobs to a cluster (one GPU per job where GPUs exist).
 
     Raises
     ------
@@ -143,6 +147,9 @@ def run_or_load(
                 f"under {root} (first: {absent[0]}). Produce them with "
                 f"`python3 tasks.py run {chapter} {preset}` (resumes where a previous run stopped)."
             )
+        if backend is None:
+            ray_address = ray_address or os.environ.get("TTL_RAY_ADDRESS") or None
+            backend = "ray" if ray_address else "local"
         runner = partial(train.run_experiment, progress=progress, device=device)
         sweep.run_sweep(todo, root, runner=runner, backend=backend, ray_address=ray_address)
     return sweep.collect(root, todo)
