@@ -326,12 +326,22 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
     """Write ``state`` with :func:`torch.save` atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
+    _write_atomically(Path(path), lambda fh: torch.save(dict(state), fh), binary=True, readable_by_all=False)
+
+
+def _write_atomically(path: Path, write: Callable[[Any], Any], *, binary: bool, readable_by_all: bool) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, sync it, then rename it over ``path``.
+
+    A process killed at any moment leaves either the old file or the new one, never a partial one.
+    ``mkstemp`` creates the file ``0600``; ``readable_by_all`` applies the usual ``0666 & ~umask``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(state), fh)
+        if readable_by_all:
+            os.chmod(tmp, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -659,19 +669,9 @@ def _umask() -> int:
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``path`` atomically (temporary file, then :func:`os.replace`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for everyone who may read the folder
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Results are for everyone who may read the folder (mkstemp alone would make them 0600).
+    _write_atomically(path, lambda fh: fh.write(text), binary=False, readable_by_all=True)
     return path
 
 
