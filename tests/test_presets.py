@@ -54,6 +54,7 @@ def test_paper_preset_uses_the_papers_data_and_widths(chapter):
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_smoke_preset_is_small(chapter):
     for config in presets.configs(chapter, "smoke"):
+        assert config["data"]["name"] == "fashion-mnist"
         assert config["data"].get("n_train", 10**9) <= 256
         assert config["data"].get("n_test", 10**9) <= 128
         assert config["model"]["depth"] <= 8 and config["model"].get("channels", 10**9) <= 8
