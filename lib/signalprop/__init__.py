@@ -18,6 +18,7 @@ from signalprop import (
     layers,
     linearisation,
     meanfield,
+    report,
     simulate,
     spectra,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "layers",
     "linearisation",
     "meanfield",
+    "report",
     "simulate",
     "spectra",
     *_LAZY,
