@@ -5,7 +5,8 @@
     python3 tasks.py test    # create .venv with the pinned stack, run every test (pytest --nbval)
 
 Other commands: ``setup`` (only the environment), ``sync`` (jupytext --sync every
-chapter), ``execute`` (re-execute every chapter's .ipynb in place from its .md),
+chapter), ``execute [chapter ...]`` (re-execute every chapter's .ipynb, or the named
+ones, in place from its .md, and write their claim records under book/status/),
 ``lint`` (ruff), and for the training chapters of Part III
 
     python3 tasks.py run <chapter> <preset>   # e.g. run xiao2018/trainability cpu
@@ -91,11 +92,23 @@ def sync() -> None:
     _run(BIN / "jupytext", "--sync", *chapters())
 
 
-def execute() -> None:
-    """Regenerate each chapter's .ipynb from its .md and execute it (no stale outputs kept)."""
+def execute(*names: str) -> None:
+    """Regenerate each chapter's .ipynb from its .md and execute it (no stale outputs kept).
+
+    With names (``xiao2018/backpropagation``), only those chapters.  This is where claim
+    records under book/status/ are written (``TTL_WRITE_CLAIMS=1``); building the book and
+    running the tests execute chapters without writing them.
+    """
     setup()
-    for md in chapters():
-        _run(BIN / "jupytext", "--to", "ipynb", "--execute", md)
+    mds = chapters()
+    if names:
+        wanted = [ROOT / "book" / f"{n.removesuffix('.md').removesuffix('.ipynb')}.md" for n in names]
+        unknown = [str(w.relative_to(ROOT)) for w in wanted if w not in mds]
+        if unknown:
+            raise SystemExit(f"no chapter {', '.join(unknown)}")
+        mds = wanted
+    for md in mds:
+        _run(BIN / "jupytext", "--to", "ipynb", "--execute", md, extra_env={"TTL_WRITE_CLAIMS": "1"})
 
 
 def _strip_papermill_metadata(nb: Path) -> None:
@@ -132,13 +145,16 @@ COMMANDS = {"setup": setup, "book": book, "test": test, "sync": sync, "execute":
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    ok = (len(args) == 1 and args[0] in COMMANDS) or (len(args) == 3 and args[0] == "run")
+    ok = (len(args) == 1 and args[0] in COMMANDS) or (len(args) == 3 and args[0] == "run") or (
+        len(args) > 1 and args[0] == "execute")
     if not ok:
         print(__doc__)
         sys.exit(2)
     try:
         if args[0] == "run":
             run(args[1], args[2])
+        elif args[0] == "execute":
+            execute(*args[1:])
         else:
             COMMANDS[args[0]]()
     except subprocess.CalledProcessError as exc:

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from signalprop.claims import Claim, load_all, markdown_table, record
+from signalprop.claims import Claim, load_all, markdown_legend, markdown_table, record
 
 
 def _claim(**kw):
@@ -21,7 +21,8 @@ def _claim(**kw):
     return Claim(**base)
 
 
-def test_record_and_load_round_trip(tmp_path):
+def test_record_and_load_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTL_WRITE_CLAIMS", "1")
     record(_claim(), tmp_path)
     record(_claim(id="a-0", verdict="not yet tested", chapter=""), tmp_path)
     record(_claim(our_value="1.02"), tmp_path)  # replaces its own row
@@ -36,6 +37,27 @@ def test_markdown_table_escapes_pipes_and_links_chapters():
     assert "a \\| b" in table
     assert "{doc}`xiao2018/fourier_modes`" in table
     assert table.count("\n") == 3
+    assert table.splitlines()[2].startswith("| **reproduced** | a \\| b `x-1` |")
+
+
+def test_record_writes_only_when_asked(tmp_path, monkeypatch):
+    """Building the book or running nbval executes chapters: without TTL_WRITE_CLAIMS=1 nothing is written."""
+    monkeypatch.delenv("TTL_WRITE_CLAIMS", raising=False)
+    path = record(_claim(), tmp_path)
+    assert path == tmp_path / "x-1.json" and not path.exists()
+    monkeypatch.setenv("TTL_WRITE_CLAIMS", "0")
+    record(_claim(), tmp_path)
+    assert not path.exists()
+    monkeypatch.setenv("TTL_WRITE_CLAIMS", "1")
+    record(_claim(), tmp_path)
+    assert load_all(tmp_path) == [_claim()]
+
+
+def test_inconclusive_is_a_verdict_and_the_legend_lists_all_five():
+    assert _claim(verdict="inconclusive").verdict == "inconclusive"
+    legend = markdown_legend()
+    for verdict in ("reproduced", "partly reproduced", "not reproduced", "inconclusive", "not yet tested"):
+        assert f"| **{verdict}** |" in legend
 
 
 def test_invalid_claims_are_rejected(tmp_path):
@@ -43,6 +65,8 @@ def test_invalid_claims_are_rejected(tmp_path):
         _claim(verdict="sort of")
     with pytest.raises(ValueError, match="id"):
         _claim(id="a/b")
+    with pytest.raises(ValueError, match="record needs a Claim"):
+        record({"id": "x"}, tmp_path)
     (tmp_path / "bad.json").write_text(json.dumps({"id": "bad", "nonsense": 1}))
     with pytest.raises(ValueError, match="not a claim record"):
         load_all(tmp_path)

@@ -27,3 +27,22 @@ def test_bad_digits_raise():
 def test_negative_deviation_raises():
     with pytest.raises(ValueError, match="finite and >= 0"):
         report.power_of_ten_above(-1e-15)
+
+
+@pytest.mark.parametrize(
+    ("estimate", "se", "text"),
+    [(8.81, 0.50, "8.8 ± 0.5"), (6.08, 0.52, "6.1 ± 0.5"), (1.13515, 0.00410, "1.135 ± 0.004"),
+     (0.9466, 0.0143, "0.947 ± 0.014"), (12345.0, 340.0, "12300 ± 300"), (3.2, 0.96, "3.2 ± 1.0"),
+     (3.2, 0.099, "3.20 ± 0.10"), (-0.04, 0.3, "0.0 ± 0.3")],
+)
+def test_format_pm_prints_at_the_precision_of_the_error(estimate, se, text):
+    assert report.format_pm(estimate, se) == text
+
+
+def test_round_to_error_and_its_errors():
+    assert report.round_to_error(2.345, 0.012) == (2.345, 0.012, 3)
+    assert report.error_decimals(0.5) == 1 and report.error_decimals(0.15) == 2 and report.error_decimals(40) == -1
+    with pytest.raises(ValueError, match="finite and > 0"):
+        report.error_decimals(0.0)
+    with pytest.raises(ValueError, match="estimate must be finite"):
+        report.round_to_error(float("nan"), 0.1)

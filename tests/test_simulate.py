@@ -61,6 +61,36 @@ def test_inputs_have_the_requested_covariance():
     np.testing.assert_allclose(simulate.empirical_covariance(h0), sigma0, atol=0.03)
 
 
+def test_symmetric_sqrt_matches_schur_square_root():
+    """Against scipy's Schur-method sqrtm, including a matrix with a repeated eigenvalue."""
+    from scipy.linalg import sqrtm
+
+    n, c = 8, 0.6
+    degenerate = (1 - c) * np.eye(n) + c * np.ones((n, n))  # eigenvalue 1 - c, multiplicity n - 1
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((n, n))
+    for m in (degenerate, a @ a.T / n + 0.1 * np.eye(n)):
+        root = simulate.symmetric_sqrt(m)
+        np.testing.assert_allclose(root, np.real(sqrtm(m)), atol=1e-12)
+        np.testing.assert_allclose(root, root.T, atol=0)
+
+
+def test_inputs_do_not_depend_on_the_eigenbasis_of_a_repeated_eigenvalue():
+    """The samples are z @ S with S the unique symmetric root: the same z gives the same h for any eigenbasis."""
+    from scipy.linalg import sqrtm
+
+    n, c = 6, 0.4
+    sigma0 = 2.0 * ((1 - c) * np.eye(n) + c * np.ones((n, n)))
+    h0 = simulate.sample_inputs(sigma0, 5, n_networks=2, generator=torch.Generator().manual_seed(9))
+    z = torch.randn((2, 5, n), generator=torch.Generator().manual_seed(9), dtype=torch.float64).numpy()
+    np.testing.assert_allclose(h0.numpy(), z @ np.real(sqrtm(sigma0)), atol=1e-12)
+
+
+def test_symmetric_sqrt_rejects_non_square_input():
+    with pytest.raises(ValueError, match="finite square matrix"):
+        simulate.symmetric_sqrt(np.ones((2, 3)))
+
+
 def test_wide_network_follows_the_covariance_map():
     """One layer of a wide network: the empirical covariance agrees with eq. (2.3) within Monte Carlo error."""
     g = torch.Generator().manual_seed(4)

@@ -4,8 +4,15 @@ A chapter that tests a quantitative claim of one of the papers records one
 :class:`Claim` with the value it measured; the status page reads every record
 and renders the table.  Records are small JSON files, written atomically, one
 per claim, so a chapter re-run replaces exactly its own rows.  Values are
-formatted to a few significant digits by the chapter, so records are stable
-across re-executions.
+printed at the precision of their error by the chapter, so records are stable
+across re-executions and CPUs.
+
+Records are written only where the executed twins are regenerated
+(``tasks.py execute`` and ``tasks.py run`` set ``TTL_WRITE_CLAIMS=1``).  Building
+the HTML book or running the tests executes the chapters too, but then
+:func:`record` leaves the stored records alone, so a build never modifies a
+tracked file and the status page renders the records of the committed twins.
+Verdicts come from :mod:`signalprop.verdicts`.
 """
 
 from __future__ import annotations
@@ -16,7 +23,14 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "not yet tested")
+from signalprop.verdicts import LEGEND, VERDICTS
+
+__all__ = [
+    "VERDICTS", "LEGEND", "WRITE_ENV", "Claim", "record", "writing_enabled", "load_all", "markdown_table",
+    "markdown_legend",
+]
+
+WRITE_ENV = "TTL_WRITE_CLAIMS"
 
 
 @dataclass(frozen=True)
@@ -59,9 +73,25 @@ class Claim:
             raise ValueError(f"id must be a non-empty name without slashes or spaces, got {self.id!r}")
 
 
+def writing_enabled() -> bool:
+    """Whether :func:`record` writes: ``TTL_WRITE_CLAIMS=1`` in the environment."""
+    return os.environ.get(WRITE_ENV, "") == "1"
+
+
 def record(claim: Claim, directory: str | os.PathLike[str]) -> Path:
-    """Write ``claim`` to ``directory/<id>.json`` atomically and return the path."""
+    """Record ``claim`` in ``directory/<id>.json`` and glue its verdict; return the path.
+
+    The file is written (atomically) only when :func:`writing_enabled`; otherwise the
+    stored record is left as it is.  Inside a notebook the verdict is also glued
+    (not displayed) under ``verdict-<id>``, so that a built book can be checked
+    against its status page.
+    """
+    if not isinstance(claim, Claim):
+        raise ValueError(f"record needs a Claim, got {type(claim).__name__}")
+    _glue_verdict(claim)
     directory = Path(directory)
+    if not writing_enabled():
+        return directory / f"{claim.id}.json"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{claim.id}.json"
     text = json.dumps(asdict(claim), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
@@ -74,6 +104,18 @@ def record(claim: Claim, directory: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _glue_verdict(claim: Claim) -> None:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is part of the pinned stack
+        return
+    if get_ipython() is None:
+        return
+    from myst_nb import glue
+
+    glue(f"verdict-{claim.id}", claim.verdict, display=False)
 
 
 def load_all(directory: str | os.PathLike[str]) -> list[Claim]:
@@ -98,17 +140,27 @@ def load_all(directory: str | os.PathLike[str]) -> list[Claim]:
 
 
 def markdown_table(claims: list[Claim]) -> str:
-    """A Markdown table with one row per claim (pipes in cells are escaped)."""
+    """A Markdown table with one row per claim, the verdict first (pipes in cells are escaped).
+
+    The claim's id is shown as a code literal after its text, so that a row of the
+    rendered page can be matched with its record.
+    """
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
-    head = "| Claim | Source | Paper | Ours | Scale and data | Verdict |\n|---|---|---|---|---|---|\n"
+    head = "| Verdict | Claim | Source | Paper | Ours | Scale and data |\n|---|---|---|---|---|---|\n"
     rows = []
     for c in claims:
         where = f"{c.source} ({{doc}}`{c.chapter}`)" if c.chapter else c.source
         rows.append(
-            f"| {cell(c.claim)} | {cell(where)} | {cell(c.paper_value)} | {cell(c.our_value)} | "
-            f"{cell(c.scale)} | {cell(c.verdict)} |"
+            f"| **{cell(c.verdict)}** | {cell(c.claim)} `{c.id}` | {cell(where)} | {cell(c.paper_value)} | "
+            f"{cell(c.our_value)} | {cell(c.scale)} |"
         )
     return head + "\n".join(rows) + "\n"
+
+
+def markdown_legend() -> str:
+    """A Markdown table defining every verdict of :data:`VERDICTS`."""
+    rows = "\n".join(f"| **{v}** | {LEGEND[v]} |" for v in VERDICTS)
+    return "| Verdict | Meaning |\n|---|---|\n" + rows + "\n"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["significant", "power_of_ten_above", "glue_round", "glue_bound"]
+__all__ = ["significant", "power_of_ten_above", "error_decimals", "round_to_error", "format_pm", "glue_round",
+           "glue_bound", "glue_pm"]
 
 
 def significant(value: float, digits: int = 4) -> float:
@@ -43,6 +44,55 @@ def power_of_ten_above(value: float) -> float:
     return float(10.0 ** math.ceil(math.log10(max(value, 1e-300))))
 
 
+def error_decimals(se: float) -> int:
+    """Decimal places at which a standard error ``se`` is known: one significant digit, two if it starts with 1.
+
+    An error's own relative error is large (about ``1/sqrt(2(n - 1))`` for ``n`` samples, 25 % at
+    ``n = 9``), so its second digit is noise unless the first is a 1.  The result may be negative
+    (``se = 340`` gives ``-2``: round to hundreds).
+
+    Raises
+    ------
+    ValueError
+        ``se`` is not finite and positive.
+    """
+    se = float(se)
+    if not math.isfinite(se) or se <= 0:
+        raise ValueError(f"a standard error must be finite and > 0, got {se!r}")
+    one_digit = float(f"{se:.0e}")  # 0.96 -> 1.0, 0.52 -> 0.5
+    decimals = -math.floor(math.log10(one_digit))
+    return decimals + 1 if f"{one_digit:.0e}".startswith("1") else decimals
+
+
+def round_to_error(estimate: float, se: float) -> tuple[float, float, int]:
+    """``(estimate, se, decimals)`` with both rounded to :func:`error_decimals` of ``se``.
+
+    Raises
+    ------
+    ValueError
+        ``estimate`` not finite, or ``se`` not finite and positive.
+    """
+    estimate = float(estimate)
+    if not math.isfinite(estimate):
+        raise ValueError(f"estimate must be finite, got {estimate!r}")
+    d = error_decimals(se)
+    return round(estimate, d) + 0.0, round(float(se), d) + 0.0, d
+
+
+def format_pm(estimate: float, se: float, *, sep: str = " ± ") -> str:
+    """``"6.1 ± 0.5"``: an estimate and its standard error, printed at the precision of the error.
+
+    Raises
+    ------
+    ValueError
+        As :func:`round_to_error`.
+    """
+    est, err, d = round_to_error(estimate, se)
+    if d <= 0:
+        return f"{est:.0f}{sep}{err:.0f}"
+    return f"{est:.{d}f}{sep}{err:.{d}f}"
+
+
 def glue_round(name: str, value: float, digits: int = 4) -> None:
     """Glue ``value`` rounded to ``digits`` significant digits under ``name`` (not displayed)."""
     from myst_nb import glue
@@ -55,3 +105,11 @@ def glue_bound(name: str, value: float) -> None:
     from myst_nb import glue
 
     glue(name, power_of_ten_above(value), display=False)
+
+
+def glue_pm(name: str, estimate: float, se: float) -> None:
+    """Glue ``"estimate ± se"`` (:func:`format_pm`) as Markdown under ``name``; cite it with ``{glue:md}``."""
+    from IPython.display import Markdown
+    from myst_nb import glue
+
+    glue(name, Markdown(format_pm(estimate, se)), display=False)

@@ -75,14 +75,39 @@ def sample_inputs(
 
     ``sigma0`` is ``(n, n)`` (1-D image) or ``(n1, n2, n1, n2)`` (2-D image).
     Returns a tensor of shape ``(n_networks, channels, *image)``.
+
+    The draws are ``z @ S`` with ``z`` standard normal and ``S`` the symmetric
+    square root of ``Sigma^0`` (:func:`symmetric_sqrt`).  That root is unique, so
+    the samples do not depend on which eigenbasis LAPACK returns for a repeated
+    eigenvalue (``q[(1 - c) I + c 11^T]`` has one of multiplicity ``n - 1``, and
+    the basis LAPACK picks for it changes with the CPU's SIMD code path).
     """
     s = np.asarray(sigma0, dtype=float)
     image = s.shape[: s.ndim // 2]
     m = _check_covariance(s, len(image)).reshape(int(np.prod(image)), -1)
-    evals, evecs = np.linalg.eigh(0.5 * (m + m.T))
-    root = torch.from_numpy(evecs * np.sqrt(np.clip(evals, 0.0, None)))
+    root = torch.from_numpy(symmetric_sqrt(m))
     z = torch.randn((n_networks, channels, root.shape[0]), generator=generator, dtype=torch.float64)
-    return (z @ root.T).reshape(n_networks, channels, *image)
+    return (z @ root).reshape(n_networks, channels, *image)
+
+
+def symmetric_sqrt(m: ArrayLike) -> Array:
+    """The symmetric positive semi-definite square root ``S`` of a covariance matrix: ``S @ S = m``, ``S = S.T``.
+
+    Computed as ``V diag(sqrt(max(lambda, 0))) V^T`` from ``eigh`` of the symmetrised
+    matrix; unlike ``V diag(sqrt(lambda))`` alone it does not depend on the basis chosen
+    inside a degenerate eigenspace.
+
+    Raises
+    ------
+    ValueError
+        ``m`` is not a square matrix of finite numbers.
+    """
+    a = np.asarray(m, dtype=float)
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or not np.all(np.isfinite(a)):
+        raise ValueError(f"m must be a finite square matrix, got shape {a.shape}")
+    evals, evecs = np.linalg.eigh(0.5 * (a + a.T))
+    root = (evecs * np.sqrt(np.clip(evals, 0.0, None))) @ evecs.T
+    return 0.5 * (root + root.T)
 
 
 def forward(net: RandomCNN, h0: torch.Tensor, activation: Any) -> list[torch.Tensor]:
