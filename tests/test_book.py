@@ -35,3 +35,22 @@ def test_twin_is_executed(md):
     nb = jupytext.read(md.with_suffix(".ipynb"))
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code and all(c.get("execution_count") for c in code), "every code cell of the twin has been executed"
+
+
+VERDICT_WORDS = ("reproduced", "partly reproduced", "not reproduced", "inconclusive", "not yet tested")
+
+
+@pytest.mark.parametrize("md", CHAPTERS, ids=[str(p.relative_to(BOOK)) for p in CHAPTERS])
+def test_no_chapter_types_a_verdict(md):
+    """Verdicts come from signalprop.verdicts: no code cell of a chapter holds a verdict as a string literal."""
+    import ast
+
+    for cell in jupytext.read(md).cells:
+        if cell.cell_type != "code":
+            continue
+        source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value.strip().lower() not in VERDICT_WORDS, (
+                    f"{md.name} types the verdict {node.value!r}: decide it with signalprop.verdicts"
+                )

@@ -1,0 +1,97 @@
+"""The built book's status page shows exactly the verdicts its chapters computed in the same build.
+
+``jupyter-book build`` executes every chapter (``book/_build/jupyter_execute/``); each claim a
+chapter records is glued there as ``verdict-<id>``.  The status page renders the stored claim
+records.  If a chapter computed another verdict than its stored record (another CPU, a stale
+record), the page and the chapter would disagree: this test fails instead.
+
+The test needs a build.  ``python3 tasks.py book`` runs it right after building
+(``TTL_REQUIRE_BUILD=1``); a plain ``pytest`` runs it when a build exists and skips otherwise.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from signalprop import claims
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "book" / "_build"
+STATUS_HTML = BUILD / "html" / "reproduction_status.html"
+EXECUTED = BUILD / "jupyter_execute"
+
+if not STATUS_HTML.exists():
+    if os.environ.get("TTL_REQUIRE_BUILD") == "1":
+        raise RuntimeError(f"{STATUS_HTML} is missing: build the book first (python3 tasks.py book)")
+    pytest.skip("the book has not been built (python3 tasks.py book runs this test after building)",
+                allow_module_level=True)
+
+
+class _Rows(HTMLParser):
+    """Text of every table cell, row by row."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def status_page_verdicts() -> dict[str, str]:
+    """Claim id -> verdict, from the rendered rows (verdict first, the id last in the claim cell)."""
+    parser = _Rows()
+    parser.feed(STATUS_HTML.read_text(encoding="utf-8"))
+    out = {}
+    for row in parser.rows:
+        if len(row) == 6 and row[0] in claims.VERDICTS:
+            match = re.search(r"(\S+)$", row[1])
+            out[match.group(1)] = row[0]
+    return out
+
+
+def glued_verdicts() -> dict[str, str]:
+    """Claim id -> verdict glued by the chapters executed in the build."""
+    out = {}
+    for nb in sorted(EXECUTED.rglob("*.ipynb")):
+        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
+            for o in cell.get("outputs", []):
+                name = o.get("metadata", {}).get("scrapbook", {}).get("name", "")
+                if name.startswith("verdict-"):
+                    text = o["data"]["application/papermill.record/text/plain"]
+                    out[name.removeprefix("verdict-")] = ast.literal_eval(text)
+    return out
+
+
+def test_status_page_shows_every_record():
+    shown = status_page_verdicts()
+    stored = {c.id: c.verdict for c in claims.load_all(ROOT / "book" / "status")}
+    assert shown == stored
+
+
+def test_status_page_shows_the_verdicts_the_chapters_computed_in_this_build():
+    shown, glued = status_page_verdicts(), glued_verdicts()
+    assert glued, f"no chapter in {EXECUTED} glued a verdict"
+    tested = {k for k, v in shown.items() if v != claims.VERDICTS[-1]}
+    assert tested <= set(glued), f"tested claims no chapter glued: {sorted(tested - set(glued))}"
+    differ = {k: (shown[k], v) for k, v in glued.items() if shown.get(k) != v}
+    assert not differ, f"status page vs chapter (claim: (page, chapter)): {differ}"
