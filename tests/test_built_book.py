@@ -70,15 +70,14 @@ def status_page_verdicts() -> dict[str, str]:
 
 
 def glued_verdicts() -> dict[str, str]:
-    """Claim id -> verdict glued by the chapters executed in the build."""
+    """Claim id -> verdict glued by the chapters executed in the build (myst-nb keeps glue in ``*.glue.json``)."""
     out = {}
-    for nb in sorted(EXECUTED.rglob("*.ipynb")):
-        for cell in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
-            for o in cell.get("outputs", []):
-                name = o.get("metadata", {}).get("scrapbook", {}).get("name", "")
-                if name.startswith("verdict-"):
-                    text = o["data"]["application/papermill.record/text/plain"]
-                    out[name.removeprefix("verdict-")] = ast.literal_eval(text)
+    for path in sorted(EXECUTED.rglob("*.glue.json")):
+        for name, output in json.loads(path.read_text(encoding="utf-8")).items():
+            if name.startswith("verdict-"):
+                data = output["data"]
+                text = data.get("text/plain", data.get("application/papermill.record/text/plain"))
+                out[name.removeprefix("verdict-")] = ast.literal_eval(text)
     return out
 
 
