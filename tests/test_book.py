@@ -38,6 +38,7 @@ def test_twin_is_executed(md):
 
 
 VERDICT_WORDS = ("reproduced", "partly reproduced", "not reproduced", "inconclusive", "not yet tested")
+DECIDED_CONSTANTS = ("REPRODUCED", "PARTLY", "NOT_REPRODUCED", "INCONCLUSIVE")
 
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=[str(p.relative_to(BOOK)) for p in CHAPTERS])
@@ -54,3 +55,8 @@ def test_no_chapter_types_a_verdict(md):
                 assert node.value.strip().lower() not in VERDICT_WORDS, (
                     f"{md.name} types the verdict {node.value!r}: decide it with signalprop.verdicts"
                 )
+            # the verdict constants would be a typed verdict by another name (NOT_TESTED is no decision)
+            name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+            assert name not in DECIDED_CONSTANTS, (
+                f"{md.name} uses {name} directly: decide the verdict with within/at_least/at_most/combine"
+            )
