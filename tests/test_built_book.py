@@ -15,7 +15,6 @@ import ast
 import json
 import os
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -33,39 +32,19 @@ if not STATUS_HTML.exists():
                 allow_module_level=True)
 
 
-class _Rows(HTMLParser):
-    """Text of every table cell, row by row."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "tr":
-            self.rows.append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
+ROW = re.compile(r"<tr\b.*?</tr>", re.S)
+BADGE = re.compile(r'class="[^"]*sd-badge[^"]*">([^<]+)</span>')
+CLAIM_ID = re.compile(r'<code class="docutils literal notranslate"><span class="pre">([^<]+)</span></code></p>')
 
 
 def status_page_verdicts() -> dict[str, str]:
-    """Claim id -> verdict, from the rendered rows (verdict first, the id last in the claim cell)."""
-    parser = _Rows()
-    parser.feed(STATUS_HTML.read_text(encoding="utf-8"))
+    """Claim id -> verdict, from the rendered rows (the verdict badge, then the claim line ending with its id)."""
     out = {}
-    for row in parser.rows:
-        if len(row) == 6 and row[0] in claims.VERDICTS:
-            match = re.search(r"(\S+)$", row[1])
-            out[match.group(1)] = row[0]
+    for row in ROW.findall(STATUS_HTML.read_text(encoding="utf-8")):
+        badge, claim_id = BADGE.search(row), CLAIM_ID.search(row)
+        if badge and claim_id and badge.group(1) in claims.VERDICTS:
+            assert claim_id.group(1) not in out, f"claim {claim_id.group(1)} shown twice"
+            out[claim_id.group(1)] = badge.group(1)
     return out
 
 

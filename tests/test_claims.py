@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from signalprop.claims import Claim, load_all, markdown_legend, markdown_table, record
+from signalprop.claims import Claim, badge, load_all, markdown_legend, markdown_table, record, status_markdown
 
 
 def _claim(**kw):
@@ -57,7 +57,18 @@ def test_inconclusive_is_a_verdict_and_the_legend_lists_all_five():
     assert _claim(verdict="inconclusive").verdict == "inconclusive"
     legend = markdown_legend()
     for verdict in ("reproduced", "partly reproduced", "not reproduced", "inconclusive", "not yet tested"):
-        assert f"| **{verdict}** |" in legend
+        assert f"`{verdict}` |" in legend
+
+
+def test_badges_and_status_rows():
+    assert badge("inconclusive") == "{bdg-warning}`inconclusive`"
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        badge("sort of")
+    text = status_markdown([_claim(claim="c* < 1 and $c^* < 1$", verdict="not reproduced")])
+    assert "* - {bdg-danger}`not reproduced`" in text
+    # emphasis characters are escaped outside math only; the row ends with the link and the id
+    assert "  - c\\* \\< 1 and $c^* < 1$ ({doc}`xiao2018/fourier_modes`) `x-1`" in text
+    assert text.startswith("::::{list-table}") and text.rstrip().endswith("::::")
 
 
 def test_invalid_claims_are_rejected(tmp_path):

@@ -27,7 +27,7 @@ from signalprop.verdicts import LEGEND, VERDICTS
 
 __all__ = [
     "VERDICTS", "LEGEND", "WRITE_ENV", "Claim", "record", "writing_enabled", "load_all", "markdown_table",
-    "markdown_legend",
+    "markdown_legend", "BADGES", "badge", "status_markdown",
 ]
 
 WRITE_ENV = "TTL_WRITE_CLAIMS"
@@ -162,5 +162,63 @@ def markdown_table(claims: list[Claim]) -> str:
 
 def markdown_legend() -> str:
     """A Markdown table defining every verdict of :data:`VERDICTS`."""
-    rows = "\n".join(f"| **{v}** | {LEGEND[v]} |" for v in VERDICTS)
+    rows = "\n".join(f"| {badge(v)} | {LEGEND[v]} |" for v in VERDICTS)
     return "| Verdict | Meaning |\n|---|---|\n" + rows + "\n"
+
+
+BADGES = {
+    "reproduced": "success",
+    "partly reproduced": "info",
+    "not reproduced": "danger",
+    "inconclusive": "warning",
+    "not yet tested": "secondary",
+}
+
+
+def badge(verdict: str) -> str:
+    """The verdict as a coloured MyST badge (sphinx-design), e.g. ``{bdg-success}`reproduced```.
+
+    Raises
+    ------
+    ValueError
+        ``verdict`` is not one of :data:`VERDICTS`.
+    """
+    if verdict not in BADGES:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    return f"{{bdg-{BADGES[verdict]}}}`{verdict}`"
+
+
+def _escape_outside_math(text: str) -> str:
+    """Escape MyST emphasis and role characters outside ``$...$`` (``c*`` would open an emphasis)."""
+    parts = text.replace("\n", " ").split("$")
+    for i in range(0, len(parts), 2):  # even parts are outside math
+        for ch in ("\\", "*", "`", "[", "]", "<"):
+            parts[i] = parts[i].replace(ch, "\\" + ch)
+    return "$".join(parts)
+
+
+def status_markdown(claims: list[Claim]) -> str:
+    """A MyST list table: the verdict badge, one line per claim with its chapter link and id, details in a dropdown.
+
+    The claim's id is the code literal that ends its line, so that a row of the rendered
+    page can be matched with its record.
+    """
+    lines = ["::::{list-table}", ":header-rows: 1", ":widths: 18 82", "", "* - Verdict", "  - Claim"]
+    for c in claims:
+        link = f" ({{doc}}`{c.chapter}`)" if c.chapter else ""
+        lines += [
+            f"* - {badge(c.verdict)}",
+            f"  - {_escape_outside_math(c.claim)}{link} `{c.id}`",
+            "",
+            "    :::{dropdown} Values, scale and source",
+            f"    **Paper:** {_escape_outside_math(c.paper_value)}",
+            "",
+            f"    **Ours:** {_escape_outside_math(c.our_value)}",
+            "",
+            f"    **Scale and data:** {_escape_outside_math(c.scale)}",
+            "",
+            f"    **Source:** {_escape_outside_math(c.source)}",
+            "    :::",
+        ]
+    lines.append("::::")
+    return "\n".join(lines) + "\n"
