@@ -43,10 +43,15 @@ DECIDED_CONSTANTS = ("REPRODUCED", "PARTLY", "NOT_REPRODUCED", "INCONCLUSIVE")
 
 @pytest.mark.parametrize("md", CHAPTERS, ids=[str(p.relative_to(BOOK)) for p in CHAPTERS])
 def test_no_chapter_types_a_verdict(md):
-    """Verdicts come from signalprop.verdicts: no code cell of a chapter holds a verdict as a string literal."""
+    """Verdicts come from signalprop.verdicts: no code cell of a chapter that records claims holds a verdict as a
+    string literal or uses a decided verdict constant (pages that only display records, such as the status page,
+    may filter by verdict)."""
     import ast
 
-    for cell in jupytext.read(md).cells:
+    cells = [c for c in jupytext.read(md).cells if c.cell_type == "code"]
+    if not any("record(" in c.source for c in cells):
+        return
+    for cell in cells:
         if cell.cell_type != "code":
             continue
         source = "\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!")))

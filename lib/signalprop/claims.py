@@ -27,7 +27,7 @@ from signalprop.verdicts import LEGEND, VERDICTS
 
 __all__ = [
     "VERDICTS", "LEGEND", "WRITE_ENV", "Claim", "record", "writing_enabled", "load_all", "markdown_table",
-    "markdown_legend", "BADGES", "badge", "status_markdown",
+    "markdown_legend", "BADGES", "badge", "escape_myst", "status_markdown",
 ]
 
 WRITE_ENV = "TTL_WRITE_CLAIMS"
@@ -188,7 +188,7 @@ def badge(verdict: str) -> str:
     return f"{{bdg-{BADGES[verdict]}}}`{verdict}`"
 
 
-def _escape_outside_math(text: str) -> str:
+def escape_myst(text: str) -> str:
     """Escape MyST emphasis and role characters outside ``$...$`` (``c*`` would open an emphasis)."""
     parts = text.replace("\n", " ").split("$")
     for i in range(0, len(parts), 2):  # even parts are outside math
@@ -208,16 +208,16 @@ def status_markdown(claims: list[Claim]) -> str:
         link = f" ({{doc}}`{c.chapter}`)" if c.chapter else ""
         lines += [
             f"* - {badge(c.verdict)}",
-            f"  - {_escape_outside_math(c.claim)}{link} `{c.id}`",
+            f"  - {escape_myst(c.claim)}{link} `{c.id}`",
             "",
             "    :::{dropdown} Values, scale and source",
-            f"    **Paper:** {_escape_outside_math(c.paper_value)}",
+            f"    **Paper:** {escape_myst(c.paper_value)}",
             "",
-            f"    **Ours:** {_escape_outside_math(c.our_value)}",
+            f"    **Ours:** {escape_myst(c.our_value)}",
             "",
-            f"    **Scale and data:** {_escape_outside_math(c.scale)}",
+            f"    **Scale and data:** {escape_myst(c.scale)}",
             "",
-            f"    **Source:** {_escape_outside_math(c.source)}",
+            f"    **Source:** {escape_myst(c.source)}",
             "    :::",
         ]
     lines.append("::::")
