@@ -90,9 +90,10 @@ def compared_outputs(notebook: Path) -> list[list[str]]:
         if cell["cell_type"] != "code":
             continue
         out = []
+        streams: dict[str, str] = {}  # a stream may arrive in several chunks: compare it whole, as nbval does
         for o in cell.get("outputs", []):
             if o["output_type"] == "stream":
-                out.append(f"{o['name']}: " + _sanitize("".join(o["text"]), rules))
+                streams[o["name"]] = streams.get(o["name"], "") + "".join(o["text"])
             elif o["output_type"] in ("execute_result", "display_data"):
                 for mime, data in sorted(o.get("data", {}).items()):
                     if mime in COMPARED or mime.startswith("application/papermill.record/"):
@@ -101,6 +102,7 @@ def compared_outputs(notebook: Path) -> list[list[str]]:
                         out.append(f"{mime}: " + _sanitize(text, rules))
             elif o["output_type"] == "error":
                 out.append(f"error: {o['ename']}: {o['evalue']}")
+        out += [f"{name}: " + _sanitize(text, rules) for name, text in sorted(streams.items())]
         cells.append(out)
     return cells
 
