@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from signalprop import experiment as E
+from signalprop import store as S
 from signalprop import sweep
-from signalprop import train as T
 from torch import nn
 
 # --- a tiny experiment, importable by path (``"test_sweep:..."``) ---------------------------------
@@ -63,9 +64,26 @@ def _no_crash():
 def fake_runner(calls: list, config: dict, directory) -> dict:
     """Stands in for run_experiment: records the call and writes a finished result."""
     calls.append(config)
-    result = {"status": "finished", "config": config, "steps_completed": 1, "final": {"step": 1}, "history": []}
-    T.write_json_atomic(directory / T.RESULT_NAME, result)
+    result = minimal_result(config)
+    S.write_json_atomic(directory / S.RESULT_NAME, result)
     return result
+
+
+def minimal_result(config: dict) -> dict:
+    """The smallest result document the store accepts: one record after one step."""
+    record = {"step": 1, "epoch": 0.5, "train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 1.1, "test_accuracy": 0.4}
+    return {
+        "schema": S.SCHEMA,
+        "config": config,
+        "config_sha256": S.config_sha256(config),
+        "status": "finished",
+        "steps_completed": 1,
+        "diverged_at_step": None,
+        "history": [record],
+        "trace": [1.0],
+        "final": dict(record),
+        "provenance": {},
+    }
 
 
 # --- keys and grids ------------------------------------------------------------------------------
@@ -148,7 +166,7 @@ def test_finished_jobs_are_skipped(tmp_path):
     calls.clear()
     assert sweep.run_sweep(configs, tmp_path, runner=runner) == first[:3]
     assert calls == []
-    (sweep.job_dir(tmp_path, configs[1]) / T.RESULT_NAME).unlink()
+    (sweep.job_dir(tmp_path, configs[1]) / S.RESULT_NAME).unlink()
     sweep.run_sweep(configs, tmp_path, runner=runner)
     assert calls == [configs[1]]
 
@@ -164,19 +182,19 @@ def test_a_stopped_sweep_resumes_where_it_stopped(tmp_path):
     with pytest.raises(Interrupted):
         sweep.run_sweep(configs, tmp_path)
     first, second = (sweep.job_dir(tmp_path, c) for c in configs)
-    assert (first / T.RESULT_NAME).exists() and not (second / T.RESULT_NAME).exists()
-    assert T.load_checkpoint(second / T.CHECKPOINT_NAME)["step"] == 10
+    assert (first / S.RESULT_NAME).exists() and not (second / S.RESULT_NAME).exists()
+    assert S.load_checkpoint(second / S.CHECKPOINT_NAME)["step"] == 10
     CRASH["at"] = None
     ran: list = []
 
     def counting_runner(config, directory):
         ran.append(config)
-        return T.run_experiment(config, directory, device="cpu")
+        return E.run_experiment(config, directory, device="cpu")
 
     results = sweep.run_sweep(configs, tmp_path, runner=counting_runner)
     assert ran == [configs[1]]
     assert results[1]["resumed_from_steps"] == [10]
-    straight = T.run_experiment(configs[1], tmp_path / "straight", device="cpu")
+    straight = E.run_experiment(configs[1], tmp_path / "straight", device="cpu")
     assert results[1]["history"] == straight["history"]
 
 
@@ -185,7 +203,7 @@ def test_collect_makes_a_table(tmp_path):
     results = sweep.run_sweep(configs[:2], tmp_path)
     sweep.job_dir(tmp_path, configs[2]).mkdir()
     rows = sweep.collect(tmp_path, configs)
-    assert [r["status"] for r in rows] == ["finished", "finished", "running"]
+    assert [r["status"] for r in rows] == ["finished", "finished", "interrupted"]  # nobody holds its lock
     assert [r["train.lr"] for r in rows] == [0.05, 0.2, 0.4]
     assert rows[0]["data.loader"] == "test_sweep:blobs" and rows[0]["train.steps"] == 20
     for row, result in zip(rows, results, strict=False):

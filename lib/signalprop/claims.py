@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from signalprop.store import write_json_atomic
 
 VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "not yet tested")
 
@@ -60,20 +61,9 @@ class Claim:
 
 
 def record(claim: Claim, directory: str | os.PathLike[str]) -> Path:
-    """Write ``claim`` to ``directory/<id>.json`` atomically and return the path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{claim.id}.json"
-    text = json.dumps(asdict(claim), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{claim.id}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``claim`` to ``directory/<id>.json`` atomically (:func:`signalprop.store.write_json_atomic`)."""
+    path = Path(directory) / f"{claim.id}.json"
+    return write_json_atomic(path, asdict(claim), indent=2, ensure_ascii=False)
 
 
 def load_all(directory: str | os.PathLike[str]) -> list[Claim]:
