@@ -326,9 +326,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings(record=True) as caught:  # torch's remarks about a file it then rejects
+            warnings.simplefilter("always")
+            state = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
             raise ValueError(f"it holds a {type(state).__name__}, not a dict")
+        for remark in caught:  # a readable checkpoint: pass torch's remarks on
+            warnings.warn_explicit(remark.message, remark.category, remark.filename, remark.lineno)
         return state
     except Exception as err:  # noqa: BLE001 - any failure to read means: do not trust this file
         aside = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
