@@ -58,6 +58,24 @@ def finished(tmp_path) -> Path:
     return directory
 
 
+class Stop(Exception):
+    pass
+
+
+def _stop_at_the_first_checkpoint(directory: Path, monkeypatch) -> None:
+    """Run ``job()`` into ``directory`` and stop it right after its first checkpoint (at step 4)."""
+    save = store.save_checkpoint
+
+    def save_then_stop(path, state):
+        save(path, state)
+        raise Stop
+
+    monkeypatch.setattr(store, "save_checkpoint", save_then_stop)
+    with pytest.raises(Stop):
+        experiment.run_experiment(job(), directory, device="cpu")
+    monkeypatch.setattr(store, "save_checkpoint", save)
+
+
 def _rewrite(directory: Path, change) -> Path:
     path = directory / store.RESULT_NAME
     doc = json.loads(path.read_text())
@@ -199,19 +217,7 @@ def test_results_checkpoints_and_claims_get_the_same_permissions(tmp_path):
 )
 def test_a_corrupt_checkpoint_is_moved_aside_and_the_job_restarts(tmp_path, damage, monkeypatch):
     directory = tmp_path / "job"
-    save = store.save_checkpoint
-
-    class Stop(Exception):
-        pass
-
-    def save_then_stop(path, state):
-        save(path, state)
-        raise Stop
-
-    monkeypatch.setattr(store, "save_checkpoint", save_then_stop)
-    with pytest.raises(Stop):
-        experiment.run_experiment(job(), directory, device="cpu")
-    monkeypatch.setattr(store, "save_checkpoint", save)
+    _stop_at_the_first_checkpoint(directory, monkeypatch)
     ckpt = directory / store.CHECKPOINT_NAME
     ckpt.write_bytes(damage(ckpt.read_bytes()))
     with pytest.warns(RuntimeWarning, match=rf"checkpoint {ckpt} could not be read .* starting this job again"):
@@ -379,19 +385,7 @@ def test_a_new_checkpoint_cadence_keeps_the_stored_result(finished):
 
 def test_a_checkpoint_resumes_under_another_cadence(tmp_path, monkeypatch):
     directory = tmp_path / "job"
-    save = store.save_checkpoint
-
-    class Stop(Exception):
-        pass
-
-    def save_then_stop(path, state):
-        save(path, state)
-        raise Stop
-
-    monkeypatch.setattr(store, "save_checkpoint", save_then_stop)
-    with pytest.raises(Stop):
-        experiment.run_experiment(job(), directory, device="cpu")
-    monkeypatch.setattr(store, "save_checkpoint", save)
+    _stop_at_the_first_checkpoint(directory, monkeypatch)
     resumed = experiment.run_experiment(job(checkpoint_every=6), directory, device="cpu")
     assert resumed["resumed_from_steps"] == [4]
     assert resumed["history"] == experiment.run_experiment(job(), tmp_path / "straight", device="cpu")["history"]

@@ -6,6 +6,7 @@ import functools
 import gc
 import hashlib
 import json
+import os
 import time
 
 import numpy as np
@@ -217,6 +218,48 @@ def test_collect_makes_a_table(tmp_path):
 def test_collect_refuses_clashing_columns(tmp_path):
     with pytest.raises(ValueError, match=r"clash with the table's own columns"):
         sweep.collect(tmp_path, [{"status": 1}])
+
+
+# --- parallel local workers ----------------------------------------------------------------------
+
+
+def test_default_workers_is_one_job_per_core():
+    cores = os.cpu_count() or 1
+    assert sweep.default_workers(1) == 1 and sweep.default_workers(0) == 1
+    assert sweep.default_workers(1000) == (1 if torch.cuda.is_available() else cores)
+    with pytest.raises(ValueError, match="n_jobs must be a non-negative integer"):
+        sweep.default_workers(-1)
+
+
+@pytest.mark.parametrize("workers", [0, -2, 1.5, True])
+def test_bad_worker_count_raises(tmp_path, workers):
+    with pytest.raises(ValueError, match="workers must be a positive integer or None"):
+        sweep.run_sweep([BASE], tmp_path, workers=workers)
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_single_threaded_results(tmp_path):
+    configs = sweep.grid(BASE, train__lr=[0.05, 0.2, 0.4])
+    parallel = sweep.run_sweep(configs, tmp_path / "parallel", workers=2)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = sweep.run_sweep(configs, tmp_path / "serial", workers=1)
+    finally:
+        torch.set_num_threads(previous)
+    assert [r["history"] for r in parallel] == [r["history"] for r in serial]
+    assert [r["trace"] for r in parallel] == [r["trace"] for r in serial]
+    assert all(r["provenance"]["torch_threads"] == 1 for r in parallel)
+    assert {p.name for p in (tmp_path / "parallel").iterdir()} == {sweep.config_key(c) for c in configs}
+
+
+@pytest.mark.slow
+def test_an_error_in_a_worker_propagates_after_the_other_jobs(tmp_path):
+    configs = sweep.grid(BASE, train__lr=[0.05, 0.2])
+    broken = {**configs[1], "model": {"factory": "test_sweep:no_such_factory"}}
+    with pytest.raises(ValueError, match="cannot import model factory"):
+        sweep.run_sweep([broken, configs[0]], tmp_path, workers=2)
+    assert sweep.collect(tmp_path, [configs[0]])[0]["status"] == "finished"
 
 
 # --- Ray -----------------------------------------------------------------------------------------

@@ -187,12 +187,20 @@ def default_workers(n_jobs: int) -> int:
     """Worker processes a local sweep of ``n_jobs`` pending jobs uses by default.
 
     One job per CPU core, one thread each (at most ``n_jobs``; 1 on a one-core
-    machine): measured on this project's 2-core CPU, two single-threaded jobs of the
-    depth-ladder network finish sooner than the same jobs one after another on two
-    threads (``benchmarks/parallel_sweep.py``).
+    machine, and 1 where CUDA is available: the jobs would share one GPU).  Measured
+    on this project's 2-core CPU (``benchmarks/parallel_sweep.py --steps 40``, two
+    40-step jobs of the depth-ladder network at depth 1,000, width 16): 28.0 s in two
+    single-threaded workers against 32.2 s one after another on two threads (best of
+    two, on a shared machine), while for 10-step jobs the workers' start-up (about
+    3 s: a fresh interpreter, torch and the data) made them slower (12.4 s against
+    9.6 s); the chapters' ``cpu`` jobs run 150 steps.  Single-threaded workers also
+    run with the thread count of the stored ``cpu`` results (one), on which
+    bit-identity depends (:mod:`signalprop.train`).
     """
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 0:
         raise ValueError(f"n_jobs must be a non-negative integer, got {n_jobs!r}")
+    if torch.cuda.is_available():
+        return 1
     return max(1, min(n_jobs, os.cpu_count() or 1))
 
 
@@ -232,7 +240,7 @@ def run_sweep(
     runner : callable, optional
         ``runner(config, directory) -> result`` (a JSON-ready dict that it also
         writes to ``directory/result.json``); default
-        :func:`signalprop.train.run_experiment`. Use :func:`functools.partial`
+        :func:`signalprop.experiment.run_experiment`. Use :func:`functools.partial`
         for options such as ``device`` or ``progress``. On Ray it must be picklable.
     backend : {"local", "ray"}
         ``"local"`` runs the jobs in this process (``workers=1``) or in worker

@@ -22,9 +22,9 @@ connections.  This module is that training loop and nothing more:
   recorded; nothing raises;
 * every ``checkpoint_every`` steps the complete state (parameters, optimiser
   state, sampler generator and permutation, torch's global random state, the
-  history and the running sums) is written atomically (a temporary file, then
-  :func:`os.replace`), so a run killed at any moment resumes from its latest
-  checkpoint and ends with exactly the numbers of an uninterrupted run.
+  history and the running sums) is written atomically
+  (:func:`signalprop.store.save_checkpoint`), so a run killed at any moment resumes
+  from its latest checkpoint and ends with exactly the numbers of an uninterrupted run.
 
 Determinism.  On the CPU the same configuration, data and initial model give
 bit-identical metrics: the batch order depends only on ``seed``, and
@@ -127,13 +127,14 @@ class TrainConfig:
         Steps between two history records, >= 1 (a record is also made after the
         last step, and at step 0 for the held-out set). Default 100.
     eval_batch_size : int
-        Examples per forward pass when evaluating, >= 1. Default 1000.
+        Examples per forward pass when evaluating, >= 1. Default 1000. Operational
+        (:data:`OPERATIONAL_FIELDS`): not part of a job's or a checkpoint's identity.
     checkpoint_every : int
-        Steps between two checkpoints, >= 0; 0 writes none. Default 0.
+        Steps between two checkpoints, >= 0; 0 writes none. Default 0. Operational.
     seed : int
         Seed of the minibatch generator. Default 0.
     init_seed : int or None
-        Seed of torch's global generator while :func:`run_experiment` builds the
+        Seed of torch's global generator while :func:`signalprop.experiment.run_experiment` builds the
         model; ``None`` means ``seed``. Not used by :func:`train`.
     deterministic : bool
         Switch on :func:`torch.use_deterministic_algorithms` during the run. Default True.

@@ -129,8 +129,10 @@ def run_or_load(
     the environment decides: ``TTL_RAY_ADDRESS`` (e.g. ``auto``) selects Ray at that
     address, so ``TTL_RAY_ADDRESS=auto python3 tasks.py run <chapter> paper`` sends a
     chapter's jobs to a cluster (one GPU per job where GPUs exist).  Local jobs run in
-    ``workers`` processes of one thread each (``None``: :func:`signalprop.sweep.default_workers`;
-    the environment variable ``TTL_WORKERS`` overrides it).
+    ``workers`` processes of one thread each (``None``: the environment variable
+    ``TTL_WORKERS`` if set, else one job after another at the ``smoke`` preset, whose jobs
+    take less time than a worker's start-up, and :func:`signalprop.sweep.default_workers`
+    otherwise).  Every job runs under its lock, so concurrent runs of a chapter share its jobs.
 
     Raises
     ------
@@ -155,6 +157,8 @@ def run_or_load(
             backend = "ray" if ray_address else "local"
         if workers is None and os.environ.get("TTL_WORKERS"):
             workers = _positive_int("TTL_WORKERS", os.environ["TTL_WORKERS"])
+        if workers is None and preset == "smoke":
+            workers = 1  # jobs of a second or two: starting a worker process costs more than it saves
         runner = partial(experiment.run_experiment, progress=progress, device=device)
         sweep.run_sweep(todo, root, runner=runner, backend=backend, ray_address=ray_address, workers=workers)
     return sweep.collect(root, todo)
