@@ -12,9 +12,11 @@ ones, in place from its .md, and write their claim records under book/status/),
     python3 tasks.py run <chapter> <preset>   # e.g. run xiao2018/trainability cpu
 
 which executes the chapter through papermill at the named preset (smoke, cpu, paper) with
-training allowed: missing results are trained (resuming interrupted runs), stored under
-book/<part>/results/<chapter>/<preset>/, and the executed notebook is written to the
-chapter's .ipynb twin.  The environment is made once and reused while
+training allowed: missing results are trained (resuming interrupted runs) and stored under
+book/<part>/results/<chapter>/<preset>/.  The notebook executes into a temporary file; only
+a run that succeeded at the preset the book renders (cpu) then replaces the chapter's .ipynb
+twin (an atomic rename), other presets go to book/_build/runs/<chapter>-<preset>.ipynb, and
+a failed or killed run leaves both untouched.  The environment is made once and reused while
 requirements.txt and pyproject.toml are unchanged.
 """
 
@@ -25,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -32,6 +35,10 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("TTL_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".ttl-installed"
+#: The preset whose executed notebooks are the chapters' committed twins (the one the book renders).
+RENDERED_PRESET = "cpu"
+#: Where ``run`` writes the executed notebooks of the other presets.
+RUNS = ROOT / "book" / "_build" / "runs"
 
 
 def _fingerprint() -> str:
@@ -122,20 +129,40 @@ def _strip_papermill_metadata(nb: Path) -> None:
     nb.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def run(chapter: str, preset: str) -> None:
-    """Execute a training chapter through papermill at ``preset``, training what is missing."""
+def run_target(chapter: str, preset: str) -> Path:
+    """Where ``run`` puts the executed notebook: the twin for the rendered preset, else under ``RUNS``."""
+    if preset == RENDERED_PRESET:
+        return ROOT / "book" / f"{chapter}.ipynb"
+    return RUNS / f"{chapter}-{preset}.ipynb"
+
+
+def run(chapter: str, preset: str) -> Path:
+    """Execute a training chapter through papermill at ``preset``, training what is missing.
+
+    The notebook executes into a temporary folder under ``RUNS``; only when papermill
+    succeeded is it renamed onto :func:`run_target` (the chapter's twin for the ``cpu``
+    preset), so a failed or killed run leaves every committed file as it was.
+    """
     if preset not in ("smoke", "cpu", "paper"):
         raise SystemExit(f"preset must be smoke, cpu or paper, got {preset!r}")
-    md = ROOT / "book" / f"{chapter.removesuffix('.md')}.md"
+    chapter = chapter.removesuffix(".md").removesuffix(".ipynb")
+    md = ROOT / "book" / f"{chapter}.md"
     if md not in chapters():
         raise SystemExit(f"no chapter {md.relative_to(ROOT)}")
     setup()
-    nb = md.with_suffix(".ipynb")
-    _run(BIN / "jupytext", "--to", "ipynb", md)  # inputs from the reviewed .md, outputs cleared
-    env = {"TTL_PRESET": preset, "TTL_ALLOW_TRAINING": "1"}
-    _run(BIN / "papermill", nb, nb, "--cwd", md.parent, "--kernel", "python3", extra_env=env)
-    _strip_papermill_metadata(nb)
-    print(f"\n{nb.relative_to(ROOT)} executed at preset {preset!r}")
+    target = run_target(chapter, preset)
+    scratch = RUNS / ".tmp"  # inside the repository: on the twin's file system, so the final rename is atomic
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{md.stem}-{preset}-", dir=scratch) as tmp:
+        source, executed = Path(tmp) / "source.ipynb", Path(tmp) / "executed.ipynb"
+        _run(BIN / "jupytext", "--to", "ipynb", "--output", source, md)  # inputs from the reviewed .md
+        env = {"TTL_PRESET": preset, "TTL_ALLOW_TRAINING": "1"}
+        _run(BIN / "papermill", source, executed, "--cwd", md.parent, "--kernel", "python3", extra_env=env)
+        _strip_papermill_metadata(executed)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(executed, target)
+    print(f"\n{chapter} executed at preset {preset!r}: {target.relative_to(ROOT)}")
+    return target
 
 
 def lint() -> None:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from signalprop import models, presets, sweep, train
+from signalprop import experiment, models, presets, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -31,7 +31,7 @@ def test_configs_are_valid_experiments_with_distinct_keys(chapter, preset):
     configs = presets.configs(chapter, preset)
     assert configs, (chapter, preset)
     for config in configs:
-        train.check_experiment(config)  # raises on an invalid configuration
+        experiment.check_experiment(config)  # raises on an invalid configuration
         json.dumps(config)  # plain JSON
     keys = [sweep.config_key(c) for c in configs]
     assert len(set(keys)) == len(keys), "two jobs of one preset share a configuration"

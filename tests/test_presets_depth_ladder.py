@@ -8,7 +8,7 @@ CIFAR-10, with width c = 256 for depth <= 256 and 128 beyond.
 from __future__ import annotations
 
 import pytest
-from signalprop import models, presets, train
+from signalprop import experiment, models, presets
 from signalprop.presets import depth_ladder
 
 PAPER_DEPTHS = {1250, 2500, 5000, 10000}
@@ -30,7 +30,7 @@ def test_every_config_is_valid_and_registered(preset):
     cfgs = presets.configs(depth_ladder.CHAPTER, preset)
     assert cfgs
     for cfg in cfgs:
-        train.check_experiment(cfg)
+        experiment.check_experiment(cfg)
         models.build_model({**cfg["model"], "depth": 0})  # the model section is accepted (depth 0: cheap)
         assert cfg["model"]["kernel_init"] == "delta_orthogonal"
         # critical point of the demo: the variances are left to q* = 1/depth

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from signalprop import presets
+from signalprop.experiment import check_experiment
 from signalprop.presets import generalisation_depth as gd
-from signalprop.train import check_experiment
 
 CHAPTER = "xiao2018/generalisation_depth"
 # science.md sec. 1.11, Fig. 3: CIFAR-10, depth 32 to 8192 (the figure's ladder doubles)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from signalprop import presets, train
+from signalprop import experiment, presets, store
 from signalprop.presets import orthogonal_vs_gaussian as P
 
 PAPER_DEPTH = 4000  # Xiao et al. (2018), Fig. 5
@@ -29,7 +29,7 @@ def test_every_config_is_a_valid_experiment(preset: str) -> None:
     cfgs = P.configs(preset)
     assert cfgs
     for cfg in cfgs:
-        assert train.check_experiment(cfg) == cfg
+        assert experiment.check_experiment(cfg) == cfg
 
 
 def test_module_is_registered_for_the_chapter() -> None:
@@ -86,7 +86,7 @@ def test_schemes_differ_only_in_the_kernel(preset: str) -> None:
     for group in by_seed.values():
         assert all(g == group[0] for g in group)
     everything = P.configs(preset)
-    assert len({train.canonical_json(c) for c in everything}) == len(everything)  # distinct jobs
+    assert len({store.canonical_json(c) for c in everything}) == len(everything)  # distinct jobs
 
 
 @pytest.mark.parametrize("preset", presets.PRESETS)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from signalprop import models, presets, sweep, train
+from signalprop import experiment, models, presets, sweep
 from signalprop.presets import trainability as tr
 
 CHAPTER = "xiao2018/trainability"
@@ -31,7 +31,7 @@ def test_every_config_is_a_valid_experiment(preset):
     configs = tr.configs(preset)
     assert configs
     for config in configs:
-        train.check_experiment(config)
+        experiment.check_experiment(config)
         json.dumps(config)
     keys = [sweep.config_key(c) for c in configs]
     assert len(set(keys)) == len(keys)

@@ -6,13 +6,15 @@ import functools
 import gc
 import hashlib
 import json
+import os
 import time
 
 import numpy as np
 import pytest
 import torch
+from signalprop import experiment as E
+from signalprop import store as S
 from signalprop import sweep
-from signalprop import train as T
 from torch import nn
 
 # --- a tiny experiment, importable by path (``"test_sweep:..."``) ---------------------------------
@@ -63,9 +65,26 @@ def _no_crash():
 def fake_runner(calls: list, config: dict, directory) -> dict:
     """Stands in for run_experiment: records the call and writes a finished result."""
     calls.append(config)
-    result = {"status": "finished", "config": config, "steps_completed": 1, "final": {"step": 1}, "history": []}
-    T.write_json_atomic(directory / T.RESULT_NAME, result)
+    result = minimal_result(config)
+    S.write_json_atomic(directory / S.RESULT_NAME, result)
     return result
+
+
+def minimal_result(config: dict) -> dict:
+    """The smallest result document the store accepts: one record after one step."""
+    record = {"step": 1, "epoch": 0.5, "train_loss": 1.0, "train_accuracy": 0.5, "test_loss": 1.1, "test_accuracy": 0.4}
+    return {
+        "schema": S.SCHEMA,
+        "config": config,
+        "config_sha256": S.config_sha256(config),
+        "status": "finished",
+        "steps_completed": 1,
+        "diverged_at_step": None,
+        "history": [record],
+        "trace": [1.0],
+        "final": dict(record),
+        "provenance": {},
+    }
 
 
 # --- keys and grids ------------------------------------------------------------------------------
@@ -148,7 +167,7 @@ def test_finished_jobs_are_skipped(tmp_path):
     calls.clear()
     assert sweep.run_sweep(configs, tmp_path, runner=runner) == first[:3]
     assert calls == []
-    (sweep.job_dir(tmp_path, configs[1]) / T.RESULT_NAME).unlink()
+    (sweep.job_dir(tmp_path, configs[1]) / S.RESULT_NAME).unlink()
     sweep.run_sweep(configs, tmp_path, runner=runner)
     assert calls == [configs[1]]
 
@@ -164,19 +183,19 @@ def test_a_stopped_sweep_resumes_where_it_stopped(tmp_path):
     with pytest.raises(Interrupted):
         sweep.run_sweep(configs, tmp_path)
     first, second = (sweep.job_dir(tmp_path, c) for c in configs)
-    assert (first / T.RESULT_NAME).exists() and not (second / T.RESULT_NAME).exists()
-    assert T.load_checkpoint(second / T.CHECKPOINT_NAME)["step"] == 10
+    assert (first / S.RESULT_NAME).exists() and not (second / S.RESULT_NAME).exists()
+    assert S.load_checkpoint(second / S.CHECKPOINT_NAME)["step"] == 10
     CRASH["at"] = None
     ran: list = []
 
     def counting_runner(config, directory):
         ran.append(config)
-        return T.run_experiment(config, directory, device="cpu")
+        return E.run_experiment(config, directory, device="cpu")
 
     results = sweep.run_sweep(configs, tmp_path, runner=counting_runner)
     assert ran == [configs[1]]
     assert results[1]["resumed_from_steps"] == [10]
-    straight = T.run_experiment(configs[1], tmp_path / "straight", device="cpu")
+    straight = E.run_experiment(configs[1], tmp_path / "straight", device="cpu")
     assert results[1]["history"] == straight["history"]
 
 
@@ -185,7 +204,7 @@ def test_collect_makes_a_table(tmp_path):
     results = sweep.run_sweep(configs[:2], tmp_path)
     sweep.job_dir(tmp_path, configs[2]).mkdir()
     rows = sweep.collect(tmp_path, configs)
-    assert [r["status"] for r in rows] == ["finished", "finished", "running"]
+    assert [r["status"] for r in rows] == ["finished", "finished", "interrupted"]  # nobody holds its lock
     assert [r["train.lr"] for r in rows] == [0.05, 0.2, 0.4]
     assert rows[0]["data.loader"] == "test_sweep:blobs" and rows[0]["train.steps"] == 20
     for row, result in zip(rows, results, strict=False):
@@ -199,6 +218,48 @@ def test_collect_makes_a_table(tmp_path):
 def test_collect_refuses_clashing_columns(tmp_path):
     with pytest.raises(ValueError, match=r"clash with the table's own columns"):
         sweep.collect(tmp_path, [{"status": 1}])
+
+
+# --- parallel local workers ----------------------------------------------------------------------
+
+
+def test_default_workers_is_one_job_per_core():
+    cores = os.cpu_count() or 1
+    assert sweep.default_workers(1) == 1 and sweep.default_workers(0) == 1
+    assert sweep.default_workers(1000) == (1 if torch.cuda.is_available() else cores)
+    with pytest.raises(ValueError, match="n_jobs must be a non-negative integer"):
+        sweep.default_workers(-1)
+
+
+@pytest.mark.parametrize("workers", [0, -2, 1.5, True])
+def test_bad_worker_count_raises(tmp_path, workers):
+    with pytest.raises(ValueError, match="workers must be a positive integer or None"):
+        sweep.run_sweep([BASE], tmp_path, workers=workers)
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_single_threaded_results(tmp_path):
+    configs = sweep.grid(BASE, train__lr=[0.05, 0.2, 0.4])
+    parallel = sweep.run_sweep(configs, tmp_path / "parallel", workers=2)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        serial = sweep.run_sweep(configs, tmp_path / "serial", workers=1)
+    finally:
+        torch.set_num_threads(previous)
+    assert [r["history"] for r in parallel] == [r["history"] for r in serial]
+    assert [r["trace"] for r in parallel] == [r["trace"] for r in serial]
+    assert all(r["provenance"]["torch_threads"] == 1 for r in parallel)
+    assert {p.name for p in (tmp_path / "parallel").iterdir()} == {sweep.config_key(c) for c in configs}
+
+
+@pytest.mark.slow
+def test_an_error_in_a_worker_propagates_after_the_other_jobs(tmp_path):
+    configs = sweep.grid(BASE, train__lr=[0.05, 0.2])
+    broken = {**configs[1], "model": {"factory": "test_sweep:no_such_factory"}}
+    with pytest.raises(ValueError, match="cannot import model factory"):
+        sweep.run_sweep([broken, configs[0]], tmp_path, workers=2)
+    assert sweep.collect(tmp_path, [configs[0]])[0]["status"] == "finished"
 
 
 # --- Ray -----------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from signalprop import experiment as E
+from signalprop import store as S
 from signalprop import train as T
 from torch import nn
 
@@ -342,7 +344,7 @@ def test_resume_after_an_exception_is_exact(data, tmp_path, optimizer):
     path = tmp_path / "checkpoint.pt"
     with pytest.raises(Interrupted):
         T.train(seeded(tiny_mlp, crash_at=13), *data, cfg, checkpoint_path=path, device="cpu")
-    assert T.load_checkpoint(path)["step"] == 10
+    assert S.load_checkpoint(path)["step"] == 10
     resumed = T.train(seeded(tiny_mlp, seed=99), *data, cfg, checkpoint_path=path, device="cpu")
     straight = T.train(seeded(tiny_mlp), *data, cfg, device="cpu")
     assert resumed["resumed_from_steps"] == [10]
@@ -393,11 +395,11 @@ def test_progress_bar_can_be_switched(data, capsys):
 def test_run_experiment_writes_the_result_once(tmp_path):
     config = experiment(checkpoint_every=10)
     (tmp_path / ".checkpoint.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # as if killed while saving
-    result = T.run_experiment(config, tmp_path, device="cpu")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]
+    result = E.run_experiment(config, tmp_path, device="cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "config.json", "result.json"]
     stored = json.loads((tmp_path / "result.json").read_text())
     assert stored == result
-    assert stored["schema"] == T.SCHEMA and stored["status"] == "finished"
+    assert stored["schema"] == S.SCHEMA and stored["status"] == "finished"
     assert stored["config"] == config and len(stored["config_sha256"]) == 64
     assert stored["history"][-1]["step"] == 30
     prov = stored["provenance"]
@@ -405,20 +407,20 @@ def test_run_experiment_writes_the_result_once(tmp_path):
     assert prov["signalprop"] and prov["python"] and prov["torch_threads"] >= 1 and prov["wall_time_s"] > 0
     assert prov["git"] is None or len(prov["git"]["commit"]) == 40
     calls = LOADER_CALLS["n"]
-    assert T.run_experiment(config, tmp_path, device="cpu") == result
+    assert E.run_experiment(config, tmp_path, device="cpu") == result
     assert LOADER_CALLS["n"] == calls  # answered from result.json, nothing loaded or trained
 
 
 def test_run_experiment_refuses_a_directory_of_another_configuration(tmp_path):
-    T.run_experiment(experiment(steps=2), tmp_path, device="cpu")
+    E.run_experiment(experiment(steps=2), tmp_path, device="cpu")
     with pytest.raises(ValueError, match="different configuration"):
-        T.run_experiment(experiment(steps=3), tmp_path, device="cpu")
+        E.run_experiment(experiment(steps=3), tmp_path, device="cpu")
 
 
 def test_init_seed_controls_the_initial_model(tmp_path):
-    a = T.run_experiment(experiment(steps=1, init_seed=1), tmp_path / "a", device="cpu")
-    b = T.run_experiment(experiment(steps=1, init_seed=1, seed=4), tmp_path / "b", device="cpu")
-    c = T.run_experiment(experiment(steps=1, init_seed=2), tmp_path / "c", device="cpu")
+    a = E.run_experiment(experiment(steps=1, init_seed=1), tmp_path / "a", device="cpu")
+    b = E.run_experiment(experiment(steps=1, init_seed=1, seed=4), tmp_path / "b", device="cpu")
+    c = E.run_experiment(experiment(steps=1, init_seed=2), tmp_path / "c", device="cpu")
     assert a["history"][0] == b["history"][0] != c["history"][0]
 
 
@@ -436,14 +438,14 @@ def test_init_seed_controls_the_initial_model(tmp_path):
 )
 def test_bad_experiment_configuration_raises(config, match):
     with pytest.raises(ValueError, match=match):
-        T.check_experiment(config)
+        E.check_experiment(config)
 
 
 def test_bad_import_path_raises(tmp_path):
     config = experiment()
     config["model"]["factory"] = "test_train:no_such_factory"
     with pytest.raises(ValueError, match="cannot import model factory"):
-        T.run_experiment(config, tmp_path, device="cpu")
+        E.run_experiment(config, tmp_path, device="cpu")
 
 
 def test_default_wiring_uses_signalprop_data_and_models(tmp_path, monkeypatch):
@@ -466,7 +468,7 @@ def test_default_wiring_uses_signalprop_data_and_models(tmp_path, monkeypatch):
         "model": {"hidden": 5},
         "train": {"batch_size": 10, "steps": 3},
     }
-    result = T.run_experiment(config, tmp_path, device="cpu", data_root=tmp_path / "data")
+    result = E.run_experiment(config, tmp_path, device="cpu", data_root=tmp_path / "data")
     assert seen["data"] == [
         ("mnist", "train", os.fspath(tmp_path / "data"), {"normalize": False}),
         ("mnist", "test", os.fspath(tmp_path / "data"), {"normalize": False}),
@@ -482,14 +484,15 @@ def test_default_wiring_uses_signalprop_data_and_models(tmp_path, monkeypatch):
 
 _KILLABLE = """
 import sys, time
-import signalprop.train as T
-_save = T.save_checkpoint
+import signalprop.experiment as E
+import signalprop.store as S
+_save = S.save_checkpoint
 def save_then_wait(path, state):
     _save(path, state)
     while True:          # hold here until the test kills this process
         time.sleep(0.5)
-T.save_checkpoint = save_then_wait
-sys.exit(T.main(sys.argv[1:]))
+S.save_checkpoint = save_then_wait
+sys.exit(E.main(sys.argv[1:]))
 """
 
 
@@ -522,15 +525,19 @@ def test_sigkilled_run_resumes_to_identical_metrics(tmp_path):
             child.kill()
             child.wait(timeout=60)
     assert child.returncode == -signal.SIGKILL
-    assert not (out / "result.json").exists() and T.load_checkpoint(out / "checkpoint.pt")["step"] == 15
+    assert not (out / "result.json").exists() and S.load_checkpoint(out / "checkpoint.pt")["step"] == 15
 
     resume = subprocess.run(
-        [sys.executable, "-m", "signalprop.train", *args], env=_child_env(), capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "signalprop.experiment", *args],
+        env=_child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert resume.returncode == 0, resume.stderr
     assert json.loads(resume.stdout.strip().splitlines()[-1])["status"] == "finished"
-    resumed = T.load_result(out)
-    straight = T.run_experiment(config, tmp_path / "straight", device="cpu")
+    resumed = S.load_result(out)
+    straight = E.run_experiment(config, tmp_path / "straight", device="cpu")
     assert resumed["resumed_from_steps"] == [15]
     assert resumed["history"] == straight["history"] and resumed["final"] == straight["final"]
     assert not math.isnan(resumed["final"]["test_loss"])
@@ -553,21 +560,21 @@ def test_real_fashion_mnist_and_vanilla_cnn_are_deterministic(tmp_path, monkeypa
         "model": {"depth": 3, "channels": 4},
         "train": {"batch_size": 10, "steps": 4, "eval_every": 2, "checkpoint_every": 2},
     }
-    first = T.run_experiment(config, tmp_path / "a", device="cpu")
+    first = E.run_experiment(config, tmp_path / "a", device="cpu")
     assert first["status"] == "finished" and (first["n_train"], first["n_test"]) == (40, 20)
     assert [h["step"] for h in first["history"]] == [0, 2, 4]
 
-    save = T.save_checkpoint
+    save = S.save_checkpoint
 
     def save_then_stop(path, state):
         save(path, state)
         raise Interrupted(state["step"])
 
-    monkeypatch.setattr(T, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(S, "save_checkpoint", save_then_stop)
     with pytest.raises(Interrupted):
-        T.run_experiment(config, tmp_path / "b", device="cpu")
-    monkeypatch.setattr(T, "save_checkpoint", save)
-    second = T.run_experiment(config, tmp_path / "b", device="cpu")
+        E.run_experiment(config, tmp_path / "b", device="cpu")
+    monkeypatch.setattr(S, "save_checkpoint", save)
+    second = E.run_experiment(config, tmp_path / "b", device="cpu")
     assert second["resumed_from_steps"] == [2]
     assert first["history"] == second["history"]
 
@@ -575,7 +582,7 @@ def test_real_fashion_mnist_and_vanilla_cnn_are_deterministic(tmp_path, monkeypa
 def test_result_files_are_readable_by_others(tmp_path):
     mask = os.umask(0o022)
     try:
-        path = T.write_json_atomic(tmp_path / "r.json", {"a": 1})
+        path = S.write_json_atomic(tmp_path / "r.json", {"a": 1})
     finally:
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from signalprop import presets, train
+from signalprop import experiment, presets, train
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
@@ -90,9 +90,9 @@ def _first_losses(config: dict, steps: int, threads: int, perturb: float = 0.0) 
     """The first ``steps`` minibatch losses of ``config``, with every initial parameter scaled by
     ``1 + perturb * (+-1)`` (random signs, seeded) to measure the run's sensitivity to rounding."""
     cfg = train.TrainConfig.from_dict({**config["train"], "steps": steps, "eval_every": steps, "checkpoint_every": 0})
-    train_data, test_data = train.load_experiment_data(config["data"])
+    train_data, test_data = experiment.load_experiment_data(config["data"])
     init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
-    model = train.build_experiment_model(config["model"], init_seed, "cpu")
+    model = experiment.build_experiment_model(config["model"], init_seed, "cpu")
     if perturb:
         g = torch.Generator().manual_seed(12345)
         with torch.no_grad():

@@ -2,8 +2,8 @@
 
 The package re-exports its modules, not their names, so that calls read as
 ``sp.meanfield.q_star(...)``.  The experiment modules (``data``, ``models``,
-``train``, ``sweep``, ``provenance``, ``presets``) are imported on first use, so that
-``import signalprop`` stays light and ``python -m signalprop.train`` runs cleanly.
+``train``, ``experiment``, ``store``, ``sweep``, ``provenance``, ``presets``) are imported on first use, so that
+``import signalprop`` stays light and ``python -m signalprop.experiment`` runs cleanly.
 """
 
 import importlib
@@ -25,7 +25,7 @@ from signalprop import (
 
 __version__ = "0.1.0"
 
-_LAZY = ("data", "models", "presets", "provenance", "sweep", "train")
+_LAZY = ("data", "experiment", "models", "presets", "provenance", "store", "sweep", "train")
 
 __all__ = [
     "activations",

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from signalprop.store import write_json_atomic
 from signalprop.verdicts import LEGEND, VERDICTS
 
 __all__ = [
@@ -92,18 +92,7 @@ def record(claim: Claim, directory: str | os.PathLike[str]) -> Path:
     directory = Path(directory)
     if not writing_enabled():
         return directory / f"{claim.id}.json"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{claim.id}.json"
-    text = json.dumps(asdict(claim), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{claim.id}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_json_atomic(directory / f"{claim.id}.json", asdict(claim), indent=2, ensure_ascii=False)
 
 
 def _glue_verdict(claim: Claim) -> None:

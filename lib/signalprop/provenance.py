@@ -1,6 +1,6 @@
 """Where a result came from: versions, code revision and machine.
 
-Every training result written by :mod:`signalprop.train` carries a provenance
+Every training result written by :mod:`signalprop.experiment` carries a provenance
 record so that a number in the book can be traced back to the code and the
 software stack that produced it.  Nothing here influences a computation; the
 record only describes it.

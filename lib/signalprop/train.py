@@ -22,9 +22,9 @@ connections.  This module is that training loop and nothing more:
   recorded; nothing raises;
 * every ``checkpoint_every`` steps the complete state (parameters, optimiser
   state, sampler generator and permutation, torch's global random state, the
-  history and the running sums) is written atomically (a temporary file, then
-  :func:`os.replace`), so a run killed at any moment resumes from its latest
-  checkpoint and ends with exactly the numbers of an uninterrupted run.
+  history and the running sums) is written atomically
+  (:func:`signalprop.store.save_checkpoint`), so a run killed at any moment resumes
+  from its latest checkpoint and ends with exactly the numbers of an uninterrupted run.
 
 Determinism.  On the CPU the same configuration, data and initial model give
 bit-identical metrics: the batch order depends only on ``seed``, and
@@ -37,31 +37,22 @@ GPU the same switch selects deterministic kernels where torch has them (and
 sets ``CUBLAS_WORKSPACE_CONFIG`` if unset, as cuBLAS requires); an operation
 without a deterministic CUDA kernel warns instead of failing.
 
-Experiments.  :func:`run_experiment` wires a JSON configuration (sections
-``data``, ``model``, ``train``) to the loop: it loads the data (by default with
-:func:`signalprop.data.load_dataset`), builds the model (by default with
-:func:`signalprop.models.build_model`) under a fixed seed, trains with
-checkpoints in its output directory, and writes ``result.json`` with the
-configuration, the history, the status and a provenance record
-(:mod:`signalprop.provenance`).  It is also the command line
-``python -m signalprop.train --config CONFIG.json --out DIR``.
+Storage and wiring live elsewhere: checkpoints are written and read by
+:mod:`signalprop.store` (atomically; an unreadable checkpoint is moved aside and the
+run starts again), and :mod:`signalprop.experiment` turns a JSON configuration into
+data, a model and a stored result (also the command line).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import importlib
-import json
 import math
 import os
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from numbers import Integral, Real
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,41 +60,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from signalprop import store
+
 __all__ = [
     "OPTIMIZERS",
-    "SCHEMA",
-    "RESULT_NAME",
-    "CHECKPOINT_NAME",
+    "OPERATIONAL_FIELDS",
     "TRACE_STEPS",
     "TrainConfig",
     "BatchSampler",
     "make_optimizer",
     "evaluate",
     "train",
-    "save_checkpoint",
-    "load_checkpoint",
-    "canonical_json",
-    "check_experiment",
-    "load_experiment_data",
-    "build_experiment_model",
-    "write_json_atomic",
-    "load_result",
-    "run_experiment",
-    "main",
+    "resolve_device",
 ]
 
 #: Optimiser names accepted by :class:`TrainConfig`.
 OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "adagrad")
-#: Value of the ``schema`` field of a result file.
-SCHEMA = "signalprop.train/1"
-#: File names inside a run's output directory.
-RESULT_NAME = "result.json"
-CHECKPOINT_NAME = "checkpoint.pt"
+#: Fields of :class:`TrainConfig` that say how a run is carried out, not what it computes:
+#: they are recorded with a result but are not part of a job's identity (a checkpoint written
+#: with one value resumes under another).
+OPERATIONAL_FIELDS = ("eval_batch_size", "checkpoint_every")
 #: Number of first steps whose minibatch loss is kept in ``trace`` (for re-running checks).
 TRACE_STEPS = 10
-
-_EXPERIMENT_SECTIONS = ("data", "model", "train", "meta")
-_DATA_OWN_KEYS = ("name", "loader", "n_train", "n_test", "subset_seed", "stratified")
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -149,13 +127,14 @@ class TrainConfig:
         Steps between two history records, >= 1 (a record is also made after the
         last step, and at step 0 for the held-out set). Default 100.
     eval_batch_size : int
-        Examples per forward pass when evaluating, >= 1. Default 1000.
+        Examples per forward pass when evaluating, >= 1. Default 1000. Operational
+        (:data:`OPERATIONAL_FIELDS`): not part of a job's or a checkpoint's identity.
     checkpoint_every : int
-        Steps between two checkpoints, >= 0; 0 writes none. Default 0.
+        Steps between two checkpoints, >= 0; 0 writes none. Default 0. Operational.
     seed : int
         Seed of the minibatch generator. Default 0.
     init_seed : int or None
-        Seed of torch's global generator while :func:`run_experiment` builds the
+        Seed of torch's global generator while :func:`signalprop.experiment.run_experiment` builds the
         model; ``None`` means ``seed``. Not used by :func:`train`.
     deterministic : bool
         Switch on :func:`torch.use_deterministic_algorithms` during the run. Default True.
@@ -324,40 +303,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return total / len(y), correct / len(y)
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: Mapping[str, Any]) -> None:
-    """Write ``state`` with :func:`torch.save` atomically: a temporary file in the same folder, then a rename."""
-    _write_atomically(Path(path), lambda fh: torch.save(dict(state), fh), binary=True, readable_by_all=False)
-
-
-def _write_atomically(path: Path, write: Callable[[Any], Any], *, binary: bool, readable_by_all: bool) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, sync it, then rename it over ``path``.
-
-    A process killed at any moment leaves either the old file or the new one, never a partial one.
-    ``mkstemp`` creates the file ``0600``; ``readable_by_all`` applies the usual ``0666 & ~umask``.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if readable_by_all:
-            os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The state saved at ``path`` (tensors on the CPU), or ``None`` if there is no such file."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 def _tensor_digest(h: Any, t: torch.Tensor) -> None:
     a = np.ascontiguousarray(t.detach().cpu().numpy())
     h.update(f"{a.dtype.str}{a.shape}".encode())
@@ -386,7 +331,8 @@ def _check_data(name: str, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device:
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as a :class:`torch.device`; ``None`` means CUDA when available, else the CPU."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -463,11 +409,11 @@ def train(
     float_params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
     if not float_params:
         raise ValueError("model has no trainable floating-point parameters")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     dtype = float_params[0].dtype
 
     identity = {
-        "train": cfg.to_dict(),
+        "train": {k: v for k, v in cfg.to_dict().items() if k not in OPERATIONAL_FIELDS},
         "data_sha256": _data_digest((x_train, y_train), None if test_data is None else (x_test, y_test)),
         "parameters": [[name, list(p.shape)] for name, p in model.named_parameters()],
         "fingerprint": fingerprint,
@@ -484,22 +430,14 @@ def train(
     resumed: list[int] = []
     sums = {"loss": 0.0, "correct": 0, "count": 0}
     step, wall_before = 0, 0.0
-    ckpt = load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
+    ckpt = store.load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None:
         if ckpt.get("identity") != identity:
             raise ValueError(
                 f"checkpoint {checkpoint_path} was written for a different configuration, data or model; "
                 "delete it or use another output directory"
             )
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        sampler.load_state_dict(ckpt["sampler"])
-        torch.set_rng_state(ckpt["torch_rng"])
-        if dev.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-        history, sums = list(ckpt["history"]), dict(ckpt["sums"])
-        trace = list(ckpt.get("trace", []))
-        step, wall_before = int(ckpt["step"]), float(ckpt["wall_time_s"])
+        history, trace, sums, step, wall_before = _restore(ckpt, model, optimizer, sampler, dev)
         resumed = [*ckpt["resumed_from_steps"], step]
 
     def held_out() -> tuple[float | None, float | None]:
@@ -566,18 +504,14 @@ def train(
                 state = {
                     "identity": identity,
                     "step": step,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "sampler": sampler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
+                    **_snapshot(model, optimizer, sampler, dev),
                     "history": history,
                     "trace": trace,
                     "sums": sums,
                     "resumed_from_steps": resumed,
                     "wall_time_s": wall_before + time.perf_counter() - t_start,
                 }
-                save_checkpoint(checkpoint_path, state)
+                store.save_checkpoint(checkpoint_path, state)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -599,6 +533,37 @@ def train(
         "data_sha256": identity["data_sha256"],
         "wall_time_s": wall_before + time.perf_counter() - t_start,
     }
+
+
+def _snapshot(
+    model: nn.Module, optimizer: torch.optim.Optimizer, sampler: BatchSampler, dev: torch.device
+) -> dict[str, Any]:
+    """The random and learnt state of a run (parameters, optimiser, sampler, torch's generators)."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "sampler": sampler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
+    }
+
+
+def _restore(
+    ckpt: Mapping[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sampler: BatchSampler,
+    dev: torch.device,
+) -> tuple[list[dict[str, Any]], list[float], dict[str, Any], int, float]:
+    """Put a checkpoint's state back; return its history, trace, running sums, step and wall time."""
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    sampler.load_state_dict(ckpt["sampler"])
+    torch.set_rng_state(ckpt["torch_rng"])
+    if dev.type == "cuda" and ckpt.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+    history, trace, sums = list(ckpt["history"]), list(ckpt.get("trace", [])), dict(ckpt["sums"])
+    return history, trace, sums, int(ckpt["step"]), float(ckpt["wall_time_s"])
 
 
 def _record(
@@ -637,292 +602,3 @@ def _progress_bar(progress: bool | None, total: int, initial: int) -> Any:
     return tqdm(total=total, initial=initial, desc="training", unit="step", dynamic_ncols=True)
 
 
-# --- results -------------------------------------------------------------------------------------
-
-
-def canonical_json(obj: Any) -> str:
-    """Compact JSON with sorted keys: the canonical text of a configuration.
-
-    Raises ``ValueError`` for anything JSON cannot hold exactly (NaN, infinities,
-    non-string keys, objects).
-    """
-    try:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"configuration is not plain JSON: {err}") from None
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where the OS allows (threads may be writing files)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)  # elsewhere: read it by setting and restoring it
-    os.umask(mask)
-    return mask
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically (temporary file, then :func:`os.replace`)."""
-    path = Path(path)
-    text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False) + "\n"
-    # Results are for everyone who may read the folder (mkstemp alone would make them 0600).
-    _write_atomically(path, lambda fh: fh.write(text), binary=False, readable_by_all=True)
-    return path
-
-
-def load_result(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The result stored at ``path`` (a ``result.json`` or the run's directory), or ``None`` if absent."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULT_NAME
-    if not path.exists():
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
-
-
-# --- experiments: configuration -> data + model -> result.json -----------------------------------
-
-
-def _import_object(spec: Any, what: str) -> Callable[..., Any]:
-    if not isinstance(spec, str) or spec.count(":") != 1:
-        raise ValueError(f"{what} must be 'module:function', got {spec!r}")
-    module_name, attr = spec.split(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot import {what} {spec!r}: {err}") from None
-    if not callable(obj):
-        raise ValueError(f"{what} {spec!r} is not callable")
-    return obj
-
-
-def check_experiment(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Check an experiment configuration and return it as plain JSON data (a deep copy).
-
-    An experiment configuration is a JSON object with sections
-
-    ``data`` (required)
-        ``name`` (data set name), optional ``loader`` (``"module:function"`` called as
-        ``loader(name, split, **options)``; default :func:`signalprop.data.load_dataset`),
-        optional ``n_train`` / ``n_test`` (seeded subsets of that size, drawn with
-        :func:`signalprop.data.subset_indices`), ``subset_seed`` (default 0),
-        ``stratified`` (default false); every other key is passed to the loader.
-    ``model`` (required)
-        Passed to :func:`signalprop.models.build_model`, or, when it has a
-        ``factory`` key (``"module:function"``), the other keys are passed to
-        ``factory(**kwargs)``, which returns the module.
-    ``train`` (optional)
-        :class:`TrainConfig` fields.
-    ``meta`` (optional)
-        Free-form labels (figure, notes); they change the configuration's identity only.
-
-    Raises
-    ------
-    ValueError
-        A missing or unknown section, a section that is not an object, a data
-        section without ``name``, an invalid ``train`` section, or a value JSON
-        cannot hold.
-    """
-    if not isinstance(config, Mapping):
-        raise ValueError(f"an experiment configuration must be a mapping, got {type(config).__name__}")
-    plain = json.loads(canonical_json(config))
-    unknown = sorted(set(plain) - set(_EXPERIMENT_SECTIONS))
-    if unknown:
-        raise ValueError(f"unknown configuration section(s) {unknown}; known: {list(_EXPERIMENT_SECTIONS)}")
-    for section in ("data", "model"):
-        if section not in plain:
-            raise ValueError(f"the configuration has no {section!r} section")
-    for section in _EXPERIMENT_SECTIONS:
-        if section in plain and not isinstance(plain[section], dict):
-            raise ValueError(f"section {section!r} must be an object, got {plain[section]!r}")
-    if not isinstance(plain["data"].get("name"), str):
-        raise ValueError("the data section needs a 'name' (string)")
-    TrainConfig.from_dict(plain.get("train", {}))
-    return plain
-
-
-def _as_pair(obj: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if hasattr(obj, "tensors"):  # TensorDataset (signalprop.data.ImageDataset)
-        obj = obj.tensors
-    if isinstance(obj, (tuple, list)) and len(obj) == 2:
-        return obj[0], obj[1]
-    raise ValueError(f"the data loader must return (x, y) or a TensorDataset for {what}, got {type(obj).__name__}")
-
-
-def load_experiment_data(
-    data_config: Mapping[str, Any], root: str | os.PathLike[str] | None = None
-) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """The training and held-out ``(x, y)`` pairs described by the ``data`` section (see :func:`check_experiment`)."""
-    options = {k: v for k, v in data_config.items() if k not in _DATA_OWN_KEYS}
-    if root is not None and "root" not in options:
-        options["root"] = os.fspath(root)
-    if "loader" in data_config:
-        loader = _import_object(data_config["loader"], "data loader")
-    else:
-        from signalprop import data as sp_data
-
-        loader = sp_data.load_dataset
-    out = []
-    for split, n_key in (("train", "n_train"), ("test", "n_test")):
-        x, y = _as_pair(loader(data_config["name"], split, **options), split)
-        n = data_config.get(n_key)
-        if n is not None:
-            from signalprop.data import subset_indices
-
-            rows = subset_indices(
-                y, n, data_config.get("subset_seed", 0), stratified=bool(data_config.get("stratified", False))
-            )
-            x, y = x[rows], y[rows]
-        out.append((x, y))
-    return out[0], out[1]
-
-
-def build_experiment_model(
-    model_config: Mapping[str, Any], seed: int, device: torch.device | str | None = None
-) -> nn.Module:
-    """The model described by the ``model`` section, built with torch's global generator seeded by ``seed``.
-
-    The global random state of the caller is left as it was.
-    """
-    kwargs = dict(model_config)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if "factory" in kwargs:
-            model = _import_object(kwargs.pop("factory"), "model factory")(**kwargs)
-        else:
-            from signalprop import models as sp_models
-
-            model = sp_models.build_model(kwargs, device=device)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
-    return model
-
-
-def run_experiment(
-    config: Mapping[str, Any],
-    out_dir: str | os.PathLike[str],
-    *,
-    device: torch.device | str | None = None,
-    progress: bool | None = None,
-    data_root: str | os.PathLike[str] | None = None,
-    keep_checkpoint: bool = False,
-) -> dict[str, Any]:
-    """Run one experiment into ``out_dir``, continuing it if it was interrupted.
-
-    If ``out_dir/result.json`` exists for the same configuration it is returned
-    without training.  Otherwise the data and the model are made from ``config``
-    (see :func:`check_experiment`), :func:`train` runs with its checkpoint at
-    ``out_dir/checkpoint.pt`` (resuming from it if present), and the result is
-    written atomically to ``out_dir/result.json``; the checkpoint is then removed
-    unless ``keep_checkpoint``.
-
-    Parameters
-    ----------
-    config : mapping
-        Experiment configuration (sections ``data``, ``model``, ``train``, ``meta``).
-    out_dir : path-like
-        The run's directory (created).
-    device, progress
-        As for :func:`train`.
-    data_root : path-like, optional
-        Passed to the data loader as ``root`` unless the data section sets one.
-    keep_checkpoint : bool
-        Keep the last checkpoint (with the trained parameters) after the run.
-
-    Returns
-    -------
-    dict
-        The result document: ``schema``, ``config``, ``config_sha256``, the fields
-        returned by :func:`train` (``wall_time_s`` moved into ``provenance``) and
-        ``provenance`` (:func:`signalprop.provenance.collect` plus
-        ``deterministic`` and ``wall_time_s``).
-
-    Raises
-    ------
-    ValueError
-        Invalid configuration, or ``out_dir`` holds the result or checkpoint of another configuration.
-    """
-    from signalprop import provenance
-
-    plain = check_experiment(config)
-    digest = hashlib.sha256(canonical_json(plain).encode()).hexdigest()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / CHECKPOINT_NAME
-    for stale in out.glob(f".{CHECKPOINT_NAME}.*.tmp"):  # left by a process killed while saving
-        stale.unlink(missing_ok=True)
-    existing = load_result(out / RESULT_NAME)
-    if existing is not None:
-        if existing.get("config") != plain:
-            raise ValueError(f"{out / RESULT_NAME} holds the result of a different configuration")
-        if not keep_checkpoint:
-            ckpt_path.unlink(missing_ok=True)
-        return existing
-
-    cfg = TrainConfig.from_dict(plain.get("train", {}))
-    dev = _resolve_device(device)
-    train_data, test_data = load_experiment_data(plain["data"], data_root)
-    init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
-    model = build_experiment_model(plain["model"], init_seed, dev)
-    outcome = train(
-        model,
-        train_data,
-        test_data,
-        cfg,
-        checkpoint_path=ckpt_path,
-        device=dev,
-        progress=progress,
-        fingerprint=digest,
-    )
-    wall = outcome.pop("wall_time_s")
-    result = {
-        "schema": SCHEMA,
-        "config": plain,
-        "config_sha256": digest,
-        **outcome,
-        "provenance": {**provenance.collect(dev), "deterministic": cfg.deterministic, "wall_time_s": wall},
-    }
-    write_json_atomic(out / RESULT_NAME, result)
-    if not keep_checkpoint:
-        ckpt_path.unlink(missing_ok=True)
-    return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m signalprop.train --config CONFIG.json --out DIR [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m signalprop.train", description="Run one experiment.")
-    parser.add_argument("--config", required=True, help="experiment configuration (JSON file)")
-    parser.add_argument("--out", required=True, help="output directory (result.json, checkpoint.pt)")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--data-root", default=None, help="directory the data loader searches")
-    parser.add_argument("--keep-checkpoint", action="store_true", help="keep the final checkpoint")
-    bar = parser.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show progress")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
-    args = parser.parse_args(argv)
-    with open(args.config, encoding="utf-8") as fh:
-        config = json.load(fh)
-    result = run_experiment(
-        config,
-        args.out,
-        device=args.device,
-        progress=args.progress,
-        data_root=args.data_root,
-        keep_checkpoint=args.keep_checkpoint,
-    )
-    final = result["final"] or {}
-    summary = {k: final.get(k) for k in ("step", "train_accuracy", "test_accuracy")}
-    print(json.dumps({"status": result["status"], "out": str(args.out), **summary}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

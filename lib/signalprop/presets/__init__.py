@@ -11,7 +11,7 @@ experiments at three scales:
 A chapter module defines ``CHAPTER`` (the chapter's path in the book, e.g.
 ``"xiao2018/trainability"``), ``DESCRIPTION`` (a dict preset -> one sentence giving the
 scale and the data, printed by the chapter) and ``configs(preset) -> list[dict]``
-(experiment configurations of :func:`signalprop.train.run_experiment`).
+(experiment configurations of :func:`signalprop.experiment.run_experiment`).
 
 A chapter calls :func:`run_or_load`.  The book build and ``pytest --nbval`` only
 load stored results (``allow_training=False``): a missing result is an error that
@@ -105,9 +105,9 @@ def missing(configs: Sequence[Mapping[str, Any]], root: str | os.PathLike[str]) 
 
 
 def _load(directory: Path) -> dict[str, Any] | None:
-    from signalprop import train
+    from signalprop import store
 
-    return train.load_result(directory / train.RESULT_NAME)
+    return store.load_result(directory / store.RESULT_NAME)
 
 
 def run_or_load(
@@ -120,6 +120,7 @@ def run_or_load(
     ray_address: str | None = None,
     progress: bool | None = None,
     device: str | None = None,
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
     """Results of every job of ``chapter`` at ``preset``, training the missing ones if allowed.
 
@@ -127,7 +128,11 @@ def run_or_load(
     Missing jobs run locally, or on the Ray cluster at ``ray_address``; with ``backend=None``
     the environment decides: ``TTL_RAY_ADDRESS`` (e.g. ``auto``) selects Ray at that
     address, so ``TTL_RAY_ADDRESS=auto python3 tasks.py run <chapter> paper`` sends a
-    chapter's jobs to a cluster (one GPU per job where GPUs exist).
+    chapter's jobs to a cluster (one GPU per job where GPUs exist).  Local jobs run in
+    ``workers`` processes of one thread each (``None``: the environment variable
+    ``TTL_WORKERS`` if set, else one job after another at the ``smoke`` preset, whose jobs
+    take less time than a worker's start-up, and :func:`signalprop.sweep.default_workers`
+    otherwise).  Every job runs under its lock, so concurrent runs of a chapter share its jobs.
 
     Raises
     ------
@@ -135,7 +140,7 @@ def run_or_load(
         Some results are missing and ``allow_training`` is false; the message names the
         command that produces them.
     """
-    from signalprop import sweep, train
+    from signalprop import experiment, sweep
 
     todo = configs(chapter, preset)
     root = results_dir(results_root, chapter, preset)
@@ -150,6 +155,20 @@ def run_or_load(
         if backend is None:
             ray_address = ray_address or os.environ.get("TTL_RAY_ADDRESS") or None
             backend = "ray" if ray_address else "local"
-        runner = partial(train.run_experiment, progress=progress, device=device)
-        sweep.run_sweep(todo, root, runner=runner, backend=backend, ray_address=ray_address)
+        if workers is None and os.environ.get("TTL_WORKERS"):
+            workers = _positive_int("TTL_WORKERS", os.environ["TTL_WORKERS"])
+        if workers is None and preset == "smoke":
+            workers = 1  # jobs of a second or two: starting a worker process costs more than it saves
+        runner = partial(experiment.run_experiment, progress=progress, device=device)
+        sweep.run_sweep(todo, root, runner=runner, backend=backend, ray_address=ray_address, workers=workers)
     return sweep.collect(root, todo)
+
+
+def _positive_int(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {text!r}")
+    return value
