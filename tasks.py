@@ -156,7 +156,9 @@ def run(chapter: str, preset: str) -> Path:
     with tempfile.TemporaryDirectory(prefix=f"{md.stem}-{preset}-", dir=scratch) as tmp:
         source, executed = Path(tmp) / "source.ipynb", Path(tmp) / "executed.ipynb"
         _run(BIN / "jupytext", "--to", "ipynb", "--output", source, md)  # inputs from the reviewed .md
-        env = {"TTL_PRESET": preset, "TTL_ALLOW_TRAINING": "1"}
+        # claim records are written only by the run whose twin the book renders
+        env = {"TTL_PRESET": preset, "TTL_ALLOW_TRAINING": "1",
+               "TTL_WRITE_CLAIMS": "1" if preset == RENDERED_PRESET else "0"}
         _run(BIN / "papermill", source, executed, "--cwd", md.parent, "--kernel", "python3", extra_env=env)
         _strip_papermill_metadata(executed)
         target.parent.mkdir(parents=True, exist_ok=True)
