@@ -82,6 +82,18 @@ def test_combine(parts, expected):
     assert vd.combine(parts) == expected
 
 
+def test_requires_seeds():
+    assert vd.requires_seeds(vd.REPRODUCED, 1) == vd.INCONCLUSIVE
+    assert vd.requires_seeds(vd.NOT_REPRODUCED, 1) == vd.INCONCLUSIVE
+    assert vd.requires_seeds(vd.NOT_REPRODUCED, 2) == vd.NOT_REPRODUCED
+    assert vd.requires_seeds(vd.REPRODUCED, 3, minimum=4) == vd.INCONCLUSIVE
+    assert vd.requires_seeds(vd.NOT_TESTED, 1) == vd.NOT_TESTED
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        vd.requires_seeds("fine", 3)
+    with pytest.raises(ValueError, match="positive integers"):
+        vd.requires_seeds(vd.REPRODUCED, 0)
+
+
 def test_every_verdict_has_a_legend_entry():
     assert set(vd.LEGEND) == set(vd.VERDICTS) and len(vd.VERDICTS) == 5
 

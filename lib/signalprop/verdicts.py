@@ -46,6 +46,7 @@ __all__ = [
     "at_least",
     "at_most",
     "combine",
+    "requires_seeds",
 ]
 
 REPRODUCED = "reproduced"
@@ -260,4 +261,25 @@ def combine(verdicts: Iterable[str]) -> str:
         return PARTLY if passed else NOT_REPRODUCED
     if all(v == REPRODUCED for v in parts):
         return REPRODUCED
+    return INCONCLUSIVE
+
+
+def requires_seeds(verdict: str, n_seeds: int, minimum: int = 2) -> str:
+    """``verdict``, or ``"inconclusive"`` when it rests on fewer than ``minimum`` independent seeds.
+
+    An interval computed from one training run (a binomial test-set error, say) holds the
+    run's seed fixed, so it cannot say whether another seed would decide the other way: a
+    training claim is decided only over seeds.
+
+    Raises
+    ------
+    ValueError
+        ``verdict`` is not one of :data:`VERDICTS`, ``n_seeds < 1`` or ``minimum < 1``.
+    """
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if int(n_seeds) != n_seeds or n_seeds < 1 or int(minimum) != minimum or minimum < 1:
+        raise ValueError(f"n_seeds and minimum must be positive integers, got {n_seeds!r} and {minimum!r}")
+    if verdict == NOT_TESTED or n_seeds >= minimum:
+        return verdict
     return INCONCLUSIVE
