@@ -187,7 +187,8 @@ def test_read_json_names_the_file(tmp_path):
 # --- one atomic writer, one permission for everything --------------------------------------------
 
 
-def test_results_checkpoints_and_claims_get_the_same_permissions(tmp_path):
+def test_results_checkpoints_and_claims_get_the_same_permissions(tmp_path, monkeypatch):
+    monkeypatch.setenv("TTL_WRITE_CLAIMS", "1")  # claims.record writes only when asked
     mask = os.umask(0o022)
     try:
         result = store.write_json_atomic(tmp_path / "r.json", {"a": 1})
