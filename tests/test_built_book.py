@@ -74,3 +74,31 @@ def test_status_page_shows_the_verdicts_the_chapters_computed_in_this_build():
     assert tested <= set(glued), f"tested claims no chapter glued: {sorted(tested - set(glued))}"
     differ = {k: (shown.get(k), v) for k, v in glued.items() if shown.get(k) != v}
     assert not differ, f"status page vs chapter (claim: (page, chapter)): {differ}"
+
+
+REMOTE_ASSET = re.compile(
+    r"""<script[^>]*\bsrc=["'](?:https?:)?//|<link[^>]*\bhref=["'](?:https?:)?//[^"']*\.(?:css|woff2?|ttf)|"""
+    r"""url\(["']?(?:https?:)?//""",
+    re.I,
+)
+
+
+def test_built_pages_load_nothing_from_the_network():
+    """Every script, style sheet and font of the built book is served by the book itself (MathJax included)."""
+    pages = sorted((BUILD / "html").rglob("*.html"))
+    assert pages
+    remote = {str(p.relative_to(BUILD / "html")): REMOTE_ASSET.findall(p.read_text(encoding="utf-8")) for p in pages}
+    remote = {k: v for k, v in remote.items() if v}
+    assert not remote, f"pages that load remote assets: {remote}"
+    assert (BUILD / "html" / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+def test_built_pages_show_no_python_reprs():
+    """Glued numbers appear as numbers, not as numpy reprs."""
+    found = {}
+    for p in sorted((BUILD / "html").rglob("*.html")):
+        text = p.read_text(encoding="utf-8")
+        hits = [m for m in ("np.int64(", "np.float64(", "np.str_(") if m in text]
+        if hits:
+            found[str(p.relative_to(BUILD / "html"))] = hits
+    assert not found, f"numpy reprs in the built pages: {found}"
