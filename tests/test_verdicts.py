@@ -40,6 +40,18 @@ def test_bootstrap_interval_covers_the_mean_and_is_reproducible():
     assert a.estimate == pytest.approx(x.mean())
 
 
+def test_jackknife_of_the_mean_is_the_standard_error():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(12, 3))
+    est, se = vd.jackknife(x, lambda r: float(r[:, 0].mean()))
+    assert est == pytest.approx(x[:, 0].mean())
+    assert se == pytest.approx(x[:, 0].std(ddof=1) / math.sqrt(12), rel=1e-12)
+    with pytest.raises(ValueError, match="at least 2 independent units"):
+        vd.jackknife(x[:1], np.mean)
+    with pytest.raises(ValueError, match="not finite"):
+        vd.jackknife(x, lambda r: float("inf"))
+
+
 def test_normal_and_bound_intervals():
     assert vd.normal_interval(1.0, 0.1) == Interval(1.0, 0.8, 1.2, "estimate +- 2 standard errors")
     iv = vd.normal_interval(1.0, 0.1, z=3)

@@ -41,6 +41,7 @@ __all__ = [
     "normal_interval",
     "mean_interval",
     "bootstrap_interval",
+    "jackknife",
     "bound_interval",
     "within",
     "at_least",
@@ -184,6 +185,32 @@ def bootstrap_interval(
     low, high = np.quantile(reps, [0.5 - level / 2, 0.5 + level / 2])
     return Interval(estimate, float(min(low, estimate)), float(max(high, estimate)),
                     f"{level:.0%} percentile bootstrap over {n} units")
+
+
+def jackknife(
+    samples: ArrayLike | Sequence[ArrayLike], statistic: Callable[[np.ndarray], float]
+) -> tuple[float, float]:
+    """``(statistic(samples), jackknife standard error)`` over independent units (rows of ``samples``).
+
+    The standard error is ``sqrt((n - 1)/n * sum_i (theta_i - mean theta)^2)`` with ``theta_i``
+    the statistic of the rows without row ``i``; for the mean it equals ``s / sqrt(n)``.  Unlike
+    a percentile bootstrap it is not biased upward for statistics that grow with resampling
+    noise (a root-mean-square z-score, say).  Build an interval with :func:`normal_interval`.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two units, or a statistic that is not finite on the data or on a replicate.
+    """
+    x = np.asarray(samples, dtype=float)
+    if x.ndim == 0 or x.shape[0] < 2:
+        raise ValueError("a jackknife needs at least 2 independent units (rows)")
+    estimate = float(statistic(x))
+    loo = np.array([statistic(np.delete(x, i, axis=0)) for i in range(x.shape[0])], dtype=float)
+    if not math.isfinite(estimate) or not np.all(np.isfinite(loo)):
+        raise ValueError("the statistic is not finite on the data or on a leave-one-out replicate")
+    n = x.shape[0]
+    return estimate, float(np.sqrt((n - 1) / n * np.sum((loo - loo.mean()) ** 2)))
 
 
 def bound_interval(value: float, bound: float, *, method: str = "") -> Interval:
