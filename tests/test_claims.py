@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from signalprop.claims import Claim, badge, load_all, markdown_legend, markdown_table, record, status_markdown
+from signalprop.claims import Claim, badge, load_all, markdown_legend, record, status_markdown
 
 
 def _claim(**kw):
@@ -30,14 +30,6 @@ def test_record_and_load_round_trip(tmp_path, monkeypatch):
     assert [c.id for c in claims] == ["a-0", "x-1"]
     assert claims[1].our_value == "1.02"
     assert not list(tmp_path.glob(".*.tmp"))
-
-
-def test_markdown_table_escapes_pipes_and_links_chapters():
-    table = markdown_table([_claim()])
-    assert "a \\| b" in table
-    assert "{doc}`xiao2018/fourier_modes`" in table
-    assert table.count("\n") == 3
-    assert table.splitlines()[2].startswith("| **reproduced** | a \\| b `x-1` |")
 
 
 def test_record_writes_only_when_asked(tmp_path, monkeypatch):

@@ -26,8 +26,8 @@ from signalprop.store import write_json_atomic
 from signalprop.verdicts import LEGEND, VERDICTS
 
 __all__ = [
-    "VERDICTS", "LEGEND", "WRITE_ENV", "Claim", "record", "writing_enabled", "load_all", "markdown_table",
-    "markdown_legend", "BADGES", "badge", "escape_myst", "status_markdown",
+    "VERDICTS", "LEGEND", "WRITE_ENV", "Claim", "record", "writing_enabled", "load_all", "markdown_legend",
+    "BADGES", "badge", "escape_myst", "status_markdown",
 ]
 
 WRITE_ENV = "TTL_WRITE_CLAIMS"
@@ -126,27 +126,6 @@ def load_all(directory: str | os.PathLike[str]) -> list[Claim]:
             raise ValueError(f"{path}: id {claim.id!r} does not match the file name")
         out.append(claim)
     return sorted(out, key=lambda c: c.id)
-
-
-def markdown_table(claims: list[Claim]) -> str:
-    """A Markdown table with one row per claim, the verdict first (pipes in cells are escaped).
-
-    The claim's id is shown as a code literal after its text, so that a row of the
-    rendered page can be matched with its record.
-    """
-
-    def cell(text: str) -> str:
-        return text.replace("|", "\\|").replace("\n", " ")
-
-    head = "| Verdict | Claim | Source | Paper | Ours | Scale and data |\n|---|---|---|---|---|---|\n"
-    rows = []
-    for c in claims:
-        where = f"{c.source} ({{doc}}`{c.chapter}`)" if c.chapter else c.source
-        rows.append(
-            f"| **{cell(c.verdict)}** | {cell(c.claim)} `{c.id}` | {cell(where)} | {cell(c.paper_value)} | "
-            f"{cell(c.our_value)} | {cell(c.scale)} |"
-        )
-    return head + "\n".join(rows) + "\n"
 
 
 def markdown_legend() -> str:
