@@ -217,7 +217,9 @@ def test_build_model_round_trips_through_json():
     model = models.build_model(cfg)
     assert (model.in_channels, model.image_size, model.num_classes) == (3, 32, 10)
     stored = json.loads(json.dumps(model.config))
-    assert set(stored) == set(models.model_config_defaults())
+    # every default resolved, also readout_scale, which the defaults leave out (so that stored jobs keep their keys)
+    assert set(stored) == set(models.model_config_defaults()) | {"readout_scale"}
+    assert stored["readout_scale"] == 1.0
     again = models.build_model(stored)
     assert again.config == model.config
     for p, q in zip(model.state_dict().values(), again.state_dict().values(), strict=True):

@@ -92,7 +92,7 @@ def _first_losses(config: dict, steps: int, threads: int, perturb: float = 0.0) 
     cfg = train.TrainConfig.from_dict({**config["train"], "steps": steps, "eval_every": steps, "checkpoint_every": 0})
     train_data, test_data = experiment.load_experiment_data(config["data"])
     init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
-    model = experiment.build_experiment_model(config["model"], init_seed, "cpu")
+    model = experiment.build_experiment_model(config["model"], init_seed, "cpu", calibration=train_data[0])
     if perturb:
         g = torch.Generator().manual_seed(12345)
         with torch.no_grad():

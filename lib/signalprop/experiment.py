@@ -171,13 +171,30 @@ def load_experiment_data(
 
 
 def build_experiment_model(
-    model_config: Mapping[str, Any], seed: int, device: torch.device | str | None = None
+    model_config: Mapping[str, Any],
+    seed: int,
+    device: torch.device | str | None = None,
+    calibration: torch.Tensor | None = None,
 ) -> nn.Module:
     """The model described by the ``model`` section, built with torch's global generator seeded by ``seed``.
 
-    The global random state of the caller is left as it was.
+    The global random state of the caller is left as it was.  ``readout_scale="auto"``
+    (:class:`signalprop.models.VanillaCNN` only) is measured on ``calibration``
+    (images; :func:`run_experiment` passes the first
+    :data:`signalprop.parameterisation.CALIBRATION_IMAGES` training images) with
+    :func:`signalprop.parameterisation.readout_scale` and set on the model.
+
+    Raises
+    ------
+    ValueError
+        ``readout_scale="auto"`` without calibration images, or a factory that does not return a module.
     """
     kwargs = dict(model_config)
+    auto = kwargs.get("readout_scale") == "auto"
+    if auto:
+        if calibration is None:
+            raise ValueError("readout_scale 'auto' is measured on calibration images: pass calibration=")
+        kwargs["readout_scale"] = 1.0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if "factory" in kwargs:
@@ -188,6 +205,12 @@ def build_experiment_model(
             model = sp_models.build_model(kwargs, device=device)
     if not isinstance(model, nn.Module):
         raise ValueError(f"the model factory returned {type(model).__name__}, not a torch.nn.Module")
+    if auto:
+        from signalprop import parameterisation
+
+        scale = parameterisation.readout_scale(model, calibration[: parameterisation.CALIBRATION_IMAGES])
+        model.readout_scale = scale
+        model.config["readout_scale"] = scale
     return model
 
 
@@ -283,7 +306,7 @@ def _train_job(
     dev = resolve_device(device)
     train_data, test_data = load_experiment_data(plain["data"], data_root)
     init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
-    model = build_experiment_model(plain["model"], init_seed, dev)
+    model = build_experiment_model(plain["model"], init_seed, dev, calibration=train_data[0])
     outcome = train(
         model,
         train_data,
@@ -300,6 +323,7 @@ def _train_job(
         "config": plain,
         "config_sha256": store.config_sha256(plain),
         **outcome,
+        "readout_scale": getattr(model, "readout_scale", None),
         "provenance": {**provenance.collect(dev), "deterministic": cfg.deterministic, "wall_time_s": wall},
     }
 

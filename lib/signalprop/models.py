@@ -200,6 +200,11 @@ class VanillaCNN(nn.Module):
     checkpoint_segments : int or "sqrt", optional
         Activation checkpointing of the fused block (see :class:`DeepTanhBlock`);
         validated but unused with ``fast=False`` (it does not change the function).
+    readout_scale : float
+        A fixed multiplier ``G > 0`` on the pooled features before the read-out,
+        ``logits = readout(G * pooled)`` (default 1: the paper's network).  Not a
+        parameter: it sets the scale at which the read-out sees features of size
+        ``sqrt(q*)`` (see :func:`signalprop.parameterisation.readout_scale`).
     generator : torch.Generator, optional
         Source of every initial draw.  Without it (and without ``seed``) one seed
         is drawn from torch's global generator and recorded in ``config``, so
@@ -249,6 +254,7 @@ class VanillaCNN(nn.Module):
         q_star: float | None = None,
         fast: bool = True,
         checkpoint_segments: int | str | None = None,
+        readout_scale: float = 1.0,
         generator: torch.Generator | None = None,
         seed: int | None = None,
         device: torch.device | str | None = None,
@@ -306,6 +312,11 @@ class VanillaCNN(nn.Module):
         dtype = dtype if dtype is not None else torch.get_default_dtype()
         if dtype not in _DTYPES.values():
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        if isinstance(readout_scale, bool) or not isinstance(readout_scale, (int, float, np.floating, np.integer)):
+            raise ValueError(f"readout_scale must be a number > 0, got {readout_scale!r}")
+        readout_scale = float(readout_scale)
+        if not (math.isfinite(readout_scale) and readout_scale > 0):
+            raise ValueError(f"readout_scale must be a finite number > 0, got {readout_scale!r}")
         if checkpoint_segments is not None and depth == 0:
             checkpoint_segments = None
 
@@ -314,6 +325,7 @@ class VanillaCNN(nn.Module):
         self.kernel_init, self.v, self.fast = kernel_init, v, fast
         self.sigma_w2, self.sigma_b2 = sigma_w2, sigma_b2
         self.checkpoint_segments = checkpoint_segments
+        self.readout_scale = readout_scale
         self.config: dict[str, Any] = {
             "channels": channels,
             "depth": depth,
@@ -327,6 +339,7 @@ class VanillaCNN(nn.Module):
             "q_star": None,
             "fast": self.fast,
             "checkpoint_segments": checkpoint_segments,
+            "readout_scale": readout_scale,
             "seed": None if seed is None else int(seed),
             "dtype": next(k for k, t in _DTYPES.items() if t == dtype),
         }
@@ -432,7 +445,30 @@ class VanillaCNN(nn.Module):
         ValueError
             If ``x`` does not have that shape.
         """
-        return self.readout(self.features(x))
+        features = self.features(x)
+        return self.readout(features if self.readout_scale == 1.0 else features * self.readout_scale)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters in the groups that may get their own learning rates.
+
+        ``"stem"`` (the three input convolutions, weights and biases),
+        ``"block_weight"`` and ``"block_bias"`` (the deep block's kernels and
+        biases; empty lists when ``depth = 0``) and ``"readout"`` (weights and
+        bias), in that order; every parameter is in exactly one group.
+        """
+        if self.block is None:
+            block_w, block_b = [], []
+        elif isinstance(self.block, DeepTanhBlock):
+            block_w, block_b = [self.block.weight], [self.block.bias]
+        else:
+            convs = [m for m in self.block if isinstance(m, CircularConv2d)]
+            block_w, block_b = [m.weight for m in convs], [m.bias for m in convs]
+        return {
+            "stem": list(self.stem.parameters()),
+            "block_weight": block_w,
+            "block_bias": block_b,
+            "readout": list(self.readout.parameters()),
+        }
 
     def extra_repr(self) -> str:
         return (
@@ -484,14 +520,23 @@ class ModelConfig:
     checkpoint_segments: int | str | None = None
     seed: int | None = None
     dtype: str = "float32"
+    readout_scale: float | str = 1.0
 
 
 _CONFIG_KEYS = tuple(f.name for f in fields(ModelConfig))
 
 
+#: Keys added after results were stored: left out of :func:`model_config_defaults` (and so of a
+#: preset's configuration, which a stored job's key hashes) unless a configuration sets them.
+_LATER_KEYS = {"readout_scale": 1.0}
+
+
 def model_config_defaults() -> dict[str, Any]:
-    """The default configuration as a plain dict (the keys :func:`build_model` accepts)."""
-    return asdict(ModelConfig())
+    """The default configuration as a plain dict (the keys :func:`build_model` accepts).
+
+    Keys of :data:`_LATER_KEYS` (``readout_scale``) are left out: absent means their default.
+    """
+    return {k: v for k, v in asdict(ModelConfig()).items() if k not in _LATER_KEYS}
 
 
 def model_config_for_dataset(name: str, **overrides: Any) -> dict[str, Any]:
@@ -522,7 +567,8 @@ def build_model(config: dict[str, Any] | ModelConfig, *, device: torch.device | 
     ``v`` (3 x 3 nested list or ``None``), ``sigma_w2``, ``sigma_b2`` (both or neither),
     ``q_star``, ``fast`` (bool), ``checkpoint_segments`` (int, ``"sqrt"`` or ``None``),
     ``seed`` (int; ``None`` draws one from torch's global generator),
-    ``dtype`` (``"float32"`` or ``"float64"``).
+    ``dtype`` (``"float32"`` or ``"float64"``), ``readout_scale`` (a number ``> 0``, default 1;
+    the string ``"auto"`` is resolved by :func:`signalprop.experiment.build_experiment_model`).
 
     The model's ``config`` attribute holds the same keys with every default
     resolved (width, variances), so ``build_model(model.config)`` rebuilds it
@@ -549,7 +595,12 @@ def build_model(config: dict[str, Any] | ModelConfig, *, device: torch.device | 
     unknown = sorted(set(config) - set(_CONFIG_KEYS))
     if unknown:
         raise ValueError(f"unknown configuration keys {unknown}; known: {list(_CONFIG_KEYS)}")
-    cfg = dict(model_config_defaults(), **config)
+    cfg = {**model_config_defaults(), **_LATER_KEYS, **config}
+    if isinstance(cfg["readout_scale"], str):
+        raise ValueError(
+            f"readout_scale {cfg['readout_scale']!r} must be resolved to a number before the model is built "
+            "(signalprop.experiment.build_experiment_model does it for 'auto' from calibration images)"
+        )
     depth = cfg["depth"]
     if not _is_int(depth) or depth < 0:
         raise ValueError(f"depth must be an integer >= 0, got {depth!r}")
@@ -569,6 +620,7 @@ def build_model(config: dict[str, Any] | ModelConfig, *, device: torch.device | 
         q_star=cfg["q_star"],
         fast=cfg["fast"],
         checkpoint_segments=cfg["checkpoint_segments"],
+        readout_scale=cfg["readout_scale"],
         seed=cfg["seed"],
         device=device,
         dtype=_DTYPES[cfg["dtype"]],

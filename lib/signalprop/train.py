@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from signalprop import store
+from signalprop import parameterisation, store
 
 __all__ = [
     "OPTIMIZERS",
@@ -79,9 +79,13 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "adagrad")
 #: Fields of :class:`TrainConfig` that say how a run is carried out, not what it computes:
 #: they are recorded with a result but are not part of a job's identity (a checkpoint written
 #: with one value resumes under another).
-OPERATIONAL_FIELDS = ("eval_batch_size", "checkpoint_every")
+OPERATIONAL_FIELDS = ("eval_batch_size", "checkpoint_every", "cuda_graph")
+#: Held-out images (the first ones) on which the mean square of the pooled features is recorded.
+PROBE_IMAGES = 256
 #: Number of first steps whose minibatch loss is kept in ``trace`` (for re-running checks).
 TRACE_STEPS = 10
+#: Eager steps before a CUDA-graph run (``TrainConfig.cuda_graph``) captures its step.
+GRAPH_WARMUP = 3
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -138,6 +142,21 @@ class TrainConfig:
         model; ``None`` means ``seed``. Not used by :func:`train`.
     deterministic : bool
         Switch on :func:`torch.use_deterministic_algorithms` during the run. Default True.
+    lr_groups : dict or None
+        Per-group learning rates over the groups of the model's ``parameter_groups()``
+        (:data:`signalprop.parameterisation.GROUPS`: ``stem``, ``block_weight``,
+        ``block_bias``, ``readout``); a rate of 0 freezes the group (its parameters
+        get ``requires_grad=False`` and are left out of the optimiser).  ``None``
+        (default): ``lr`` for every parameter.  The momentum and the optimiser are shared.
+    eval_subset : int or None
+        Intermediate held-out evaluations use a fixed stratified subset of this many
+        held-out examples (:func:`signalprop.data.subset_indices`, seed 0); the record
+        after the last step uses the whole held-out set.  ``None`` (default): always the whole set.
+    cuda_graph : bool
+        On a CUDA device, replay the training step from a CUDA graph after
+        :data:`GRAPH_WARMUP` eager steps (the same computation without per-kernel
+        launch costs; the deep block launches about ten kernels per layer).  Ignored
+        on the CPU. Default False. Operational.
     """
 
     optimizer: str = "momentum"
@@ -152,6 +171,9 @@ class TrainConfig:
     seed: int = 0
     init_seed: int | None = None
     deterministic: bool = True
+    lr_groups: dict[str, float] | None = None
+    eval_subset: int | None = None
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -172,6 +194,14 @@ class TrainConfig:
             _check_int("init_seed", self.init_seed, 0)
         if not isinstance(self.deterministic, bool):
             raise ValueError(f"deterministic must be true or false, got {self.deterministic!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise ValueError(f"cuda_graph must be true or false, got {self.cuda_graph!r}")
+        if self.eval_subset is not None:
+            _check_int("eval_subset", self.eval_subset, 1)
+        if self.lr_groups is not None:
+            from signalprop.parameterisation import check_group_rates
+
+            object.__setattr__(self, "lr_groups", check_group_rates(self.lr_groups))
         # plain Python numbers from here on (numpy scalars would not survive JSON or a weights-only load)
         for f in fields(self):
             value = getattr(self, f.name)
@@ -198,6 +228,9 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-ready dict."""
         return asdict(self)
+
+    def __hash__(self) -> int:  # lr_groups is a dict
+        return hash(store.canonical_json(self.to_dict()))
 
 
 # --- pieces of the loop --------------------------------------------------------------------------
@@ -403,9 +436,12 @@ def train(
     x_train, y_train = _check_data("train_data", train_data)
     if test_data is not None:
         x_test, y_test = _check_data("test_data", test_data)
+        if cfg.eval_subset is not None and cfg.eval_subset > len(y_test):
+            raise ValueError(f"eval_subset ({cfg.eval_subset}) is larger than the held-out set ({len(y_test)} examples)")
     n_train = len(y_train)
     if cfg.batch_size > n_train:
         raise ValueError(f"batch_size ({cfg.batch_size}) is larger than the training set ({n_train} examples)")
+    groups = _parameter_groups(model, cfg)
     float_params = [p for p in model.parameters() if p.requires_grad and p.is_floating_point()]
     if not float_params:
         raise ValueError("model has no trainable floating-point parameters")
@@ -422,14 +458,27 @@ def train(
     x_train, y_train = x_train.to(dev, dtype), y_train.to(dev)
     if test_data is not None:
         x_test, y_test = x_test.to(dev, dtype), y_test.to(dev)
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
+        if cfg.eval_subset is not None:
+            from signalprop.data import subset_indices
+
+            rows = subset_indices(y_test.cpu(), cfg.eval_subset, 0, stratified=True).to(dev)
+            x_sub, y_sub = x_test.index_select(0, rows), y_test.index_select(0, rows)
+    probe = (x_test if test_data is not None else x_train)[:PROBE_IMAGES]
+    optimizer = make_optimizer(
+        [{"params": ps, "lr": cfg.lr_groups[g]} for g, ps in groups.items() if ps and cfg.lr_groups[g] > 0]
+        if cfg.lr_groups is not None
+        else [p for p in model.parameters() if p.requires_grad],
+        cfg,
+    )
     sampler = BatchSampler(n_train, cfg.batch_size, cfg.seed)
+    monitored = groups if groups is not None else {"all": list(model.parameters())}
 
     history: list[dict[str, Any]] = []
     trace: list[float] = []
     resumed: list[int] = []
     sums = {"loss": 0.0, "correct": 0, "count": 0}
     step, wall_before = 0, 0.0
+    initial = {g: [p.detach().clone() for p in ps] for g, ps in monitored.items()}
     ckpt = store.load_checkpoint(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None:
         if ckpt.get("identity") != identity:
@@ -438,12 +487,26 @@ def train(
                 "delete it or use another output directory"
             )
         history, trace, sums, step, wall_before = _restore(ckpt, model, optimizer, sampler, dev)
+        initial = {g: [t.to(dev) for t in ts] for g, ts in ckpt["initial"].items()}
         resumed = [*ckpt["resumed_from_steps"], step]
 
-    def held_out() -> tuple[float | None, float | None]:
+    def held_out(final: bool) -> tuple[float | None, float | None, int | None]:
         if test_data is None:
-            return None, None
-        return evaluate(model, x_test, y_test, cfg.eval_batch_size)
+            return None, None, None
+        if cfg.eval_subset is not None and not final:
+            return (*evaluate(model, x_sub, y_sub, cfg.eval_batch_size), len(y_sub))
+        return (*evaluate(model, x_test, y_test, cfg.eval_batch_size), len(y_test))
+
+    def statistics() -> dict[str, Any]:
+        """Relative change of every parameter group, and the pooled features' mean square on the probe."""
+        out: dict[str, Any] = {"weight_change": parameterisation.relative_change(monitored, initial)}
+        if hasattr(model, "features"):
+            with torch.no_grad():
+                was_training = model.training
+                model.eval()
+                out["feature_mean_square"] = float((model.features(probe).double() ** 2).mean())
+                model.train(was_training)
+        return out
 
     status, diverged_at = "finished", None
     prev_det = torch.are_deterministic_algorithms_enabled()
@@ -452,50 +515,49 @@ def train(
         if dev.type == "cuda":
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=dev.type != "cpu")
+    stepper = _Stepper(model, optimizer, cfg.cuda_graph and dev.type == "cuda")
     bar = None
     try:
         model.train()
         if step == 0 and not history and test_data is not None:
-            loss, acc = held_out()
+            loss, acc, n_eval = held_out(cfg.steps == 0)
             if not math.isfinite(loss):
                 status, diverged_at = "diverged", 0
             else:
-                history.append(_record(0, cfg, n_train, None, None, loss, acc))
+                history.append({**_record(0, cfg, n_train, None, None, loss, acc, n_eval), **statistics()})
         bar = _progress_bar(progress, cfg.steps, step)
         while status == "finished" and step < cfg.steps:
             idx = sampler.next().to(dev)
             xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            loss_value = loss.item()
+            loss_value, correct = stepper.step(xb, yb)
             if not math.isfinite(loss_value):
                 status, diverged_at = "diverged", step + 1
                 break
-            correct = int((logits.detach().argmax(dim=1) == yb).sum().item())
             if step < TRACE_STEPS:
                 trace.append(loss_value)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
             step += 1
             sums["loss"] += loss_value * cfg.batch_size
             sums["correct"] += correct
             sums["count"] += cfg.batch_size
             if step % cfg.eval_every == 0 or step == cfg.steps:
-                test_loss, test_acc = held_out()
+                test_loss, test_acc, n_eval = held_out(step == cfg.steps)
                 if test_loss is not None and not math.isfinite(test_loss):
                     status, diverged_at = "diverged", step
                     break
                 history.append(
-                    _record(
-                        step,
-                        cfg,
-                        n_train,
-                        sums["loss"] / sums["count"],
-                        sums["correct"] / sums["count"],
-                        test_loss,
-                        test_acc,
-                    )
+                    {
+                        **_record(
+                            step,
+                            cfg,
+                            n_train,
+                            sums["loss"] / sums["count"],
+                            sums["correct"] / sums["count"],
+                            test_loss,
+                            test_acc,
+                            n_eval,
+                        ),
+                        **statistics(),
+                    }
                 )
                 sums = {"loss": 0.0, "correct": 0, "count": 0}
                 if bar is not None:
@@ -505,6 +567,7 @@ def train(
                     "identity": identity,
                     "step": step,
                     **_snapshot(model, optimizer, sampler, dev),
+                    "initial": {g: [t.cpu() for t in ts] for g, ts in initial.items()},
                     "history": history,
                     "trace": trace,
                     "sums": sums,
@@ -533,6 +596,80 @@ def train(
         "data_sha256": identity["data_sha256"],
         "wall_time_s": wall_before + time.perf_counter() - t_start,
     }
+
+
+def _parameter_groups(model: nn.Module, cfg: TrainConfig) -> dict[str, list[nn.Parameter]] | None:
+    """The model's parameter groups (or ``None``); with ``cfg.lr_groups``, frozen groups lose ``requires_grad``."""
+    groups = model.parameter_groups() if hasattr(model, "parameter_groups") else None
+    if cfg.lr_groups is None:
+        return groups
+    if groups is None:
+        raise ValueError(f"lr_groups needs a model with parameter_groups() (a VanillaCNN), got {type(model).__name__}")
+    if set(groups) != set(cfg.lr_groups):
+        raise ValueError(f"the model's parameter groups {sorted(groups)} are not those of lr_groups {sorted(cfg.lr_groups)}")
+    for g, ps in groups.items():
+        if cfg.lr_groups[g] == 0:
+            for p in ps:
+                p.requires_grad_(False)
+    return groups
+
+
+class _Stepper:
+    """One optimiser step on a minibatch, eagerly or replayed from a CUDA graph.
+
+    With ``graph`` the first :data:`GRAPH_WARMUP` steps run eagerly (on a side
+    stream, as CUDA graph capture requires); the next step is captured and replayed
+    from then on with the minibatch copied into static tensors.  Both give the same
+    updates; the graph saves the per-kernel launch cost.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, graph: bool):
+        self.model, self.optimizer, self.graph = model, optimizer, graph
+        self.eager_steps, self.captured = 0, None
+
+    def _eager(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(xb)
+        loss = F.cross_entropy(logits, yb)
+        correct = (logits.detach().argmax(dim=1) == yb).sum()
+        return loss, correct
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
+        if not self.graph:
+            loss, correct = self._eager(xb, yb)
+            loss_value = loss.item()
+            if math.isfinite(loss_value):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+            return loss_value, int(correct.item())
+        if self.captured is None and self.eager_steps < GRAPH_WARMUP:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                loss, correct = self._eager(xb, yb)
+                loss_value = loss.item()
+                if math.isfinite(loss_value):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    self.optimizer.step()
+            torch.cuda.current_stream().wait_stream(side)
+            self.eager_steps += 1
+            return loss_value, int(correct.item())
+        if self.captured is None:
+            sx, sy = xb.clone(), yb.clone()
+            graph = torch.cuda.CUDAGraph()
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may run jobs
+                sloss, scorrect = self._eager(sx, sy)
+                sloss.backward()
+                self.optimizer.step()
+            self.captured = (graph, sx, sy, sloss, scorrect)
+            # the capture recorded the step without running it: replay it for this minibatch below
+        graph, sx, sy, sloss, scorrect = self.captured
+        sx.copy_(xb)
+        sy.copy_(yb)
+        graph.replay()
+        return sloss.item(), int(scorrect.item())
 
 
 def _snapshot(
@@ -574,8 +711,10 @@ def _record(
     train_acc: float | None,
     test_loss: float | None,
     test_acc: float | None,
+    n_eval: int | None = None,
 ) -> dict[str, Any]:
     return {
+        "test_n": n_eval,
         "step": step,
         "epoch": step * cfg.batch_size / n_train,
         "train_loss": train_loss,
