@@ -50,23 +50,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, required=True, help="run the jobs of this depth")
     parser.add_argument("--out", required=True)
     parser.add_argument("--deadline", type=float, default=540.0, help="seconds from the start by which all must end")
-    parser.add_argument("--probe-steps", type=int, default=20)
+    parser.add_argument("--probe-steps", type=int, default=20, help="0: no probe (the seconds per step are known)")
+    parser.add_argument("--variant", default=None, help="only the jobs of this variant (meta.variant)")
     parser.add_argument("--device", default="cuda", help="cuda (the point of this script) or cpu (to try it)")
     args = parser.parse_args(argv)
     device = args.device
     cuda = device.startswith("cuda")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [c for c in presets.configs(args.chapter, args.preset) if c["model"]["depth"] == args.depth]
+    jobs = [
+        c
+        for c in presets.configs(args.chapter, args.preset)
+        if c["model"]["depth"] == args.depth and args.variant in (None, c["meta"].get("variant"))
+    ]
     if not jobs:
         raise SystemExit(f"no jobs of depth {args.depth}")
-    print(json.dumps({"gpu": torch.cuda.get_device_name(0) if cuda else None, "torch": torch.__version__, "jobs": len(jobs)}), flush=True)
+    print(
+        json.dumps(
+            {"gpu": torch.cuda.get_device_name(0) if cuda else None, "torch": torch.__version__, "jobs": len(jobs)}
+        ),
+        flush=True,
+    )
 
-    per_step = _probe(jobs[0], args.probe_steps, device)
-    steps = jobs[0]["train"]["steps"]
-    projected = per_step * steps * len(jobs)
-    print(json.dumps({"seconds_per_step_one_job": per_step, "projected_serial_s": projected}), flush=True)
-    left = args.deadline - (time.perf_counter() - START) - 60  # a minute for evaluations and writing
+    projected, left = 0.0, 1.0
+    if args.probe_steps > 0:
+        per_step = _probe(jobs[0], args.probe_steps, device)
+        steps = jobs[0]["train"]["steps"]
+        projected = per_step * steps * len(jobs)
+        print(json.dumps({"seconds_per_step_one_job": per_step, "projected_serial_s": projected}), flush=True)
+        left = args.deadline - (time.perf_counter() - START) - 60  # a minute for evaluations and writing
     # the jobs overlap on the GPU (one stream each); count on a 1.5-fold gain at most
     if projected / 1.5 > left:
         print(json.dumps({"not_run": "the jobs would not finish before the deadline", "left_s": left}), flush=True)

@@ -144,7 +144,12 @@ def depth_scaled_rates(depth: int, base_lr: float, kernel_size: int = 3) -> dict
         raise ValueError(f"depth must be an integer >= 0, got {depth!r}")
     if not isinstance(base_lr, Real) or isinstance(base_lr, bool) or not (math.isfinite(base_lr) and base_lr > 0):
         raise ValueError(f"base_lr must be a finite number > 0, got {base_lr!r}")
-    if not isinstance(kernel_size, Integral) or isinstance(kernel_size, bool) or kernel_size < 1 or kernel_size % 2 == 0:
+    if (
+        not isinstance(kernel_size, Integral)
+        or isinstance(kernel_size, bool)
+        or kernel_size < 1
+        or kernel_size % 2 == 0
+    ):
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
     block = float(base_lr) / (kernel_size**2 * depth) if depth > 0 else 0.0
     return {"stem": float(base_lr), "block_weight": block, "block_bias": 0.0, "readout": float(base_lr)}
@@ -278,7 +283,9 @@ def linear_ntk_prediction(model: nn.Module, x: torch.Tensor, logit: int = 0) -> 
     }
 
 
-def relative_change(current: Mapping[str, list[torch.Tensor]], initial: Mapping[str, list[torch.Tensor]]) -> dict[str, float | None]:
+def relative_change(
+    current: Mapping[str, list[torch.Tensor]], initial: Mapping[str, list[torch.Tensor]]
+) -> dict[str, float | None]:
     """``|theta_g - theta_g(0)| / |theta_g(0)|`` (Frobenius norms over the whole group) for every group.
 
     ``None`` for a group without parameters or with zero initial norm.
@@ -295,7 +302,10 @@ def relative_change(current: Mapping[str, list[torch.Tensor]], initial: Mapping[
         ps0 = initial[g]
         if len(ps) != len(ps0) or any(a.shape != b.shape for a, b in zip(ps, ps0, strict=False)):
             raise ValueError(f"group {g!r}: parameters of different shapes")
-        num = sum(float(((a.detach().double() - b.detach().double().to(a.device)) ** 2).sum()) for a, b in zip(ps, ps0, strict=True))
+        num = sum(
+            float(((a.detach().double() - b.detach().double().to(a.device)) ** 2).sum())
+            for a, b in zip(ps, ps0, strict=True)
+        )
         den = sum(float((b.detach().double() ** 2).sum()) for b in ps0)
         out[g] = math.sqrt(num / den) if ps and den > 0 else None
     return out

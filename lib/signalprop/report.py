@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 __all__ = ["significant", "power_of_ten_above", "error_decimals", "round_to_error", "format_pm", "glue_round",
-           "glue_bound", "glue_pm"]
+           "glue_bound", "glue_pm", "markdown_table"]
 
 
 def significant(value: float, digits: int = 4) -> float:
@@ -113,3 +113,27 @@ def glue_pm(name: str, estimate: float, se: float) -> None:
     from myst_nb import glue
 
     glue(name, Markdown(format_pm(estimate, se)), display=False)
+
+
+def markdown_table(rows: list[dict[str, object]]) -> str:
+    """A Markdown pipe table of ``rows`` (dicts with the same keys, in order; cells as ``str``).
+
+    ``|`` in a cell is escaped.  Show it with ``IPython.display.Markdown``.
+
+    Raises
+    ------
+    ValueError
+        No rows, or rows with different keys.
+    """
+    if not rows:
+        raise ValueError("a table needs at least one row")
+    keys = list(rows[0])
+    if any(list(r) != keys for r in rows):
+        raise ValueError("every row must have the same keys in the same order")
+
+    def cell(v: object) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(k) for k in keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)

@@ -437,7 +437,9 @@ def train(
     if test_data is not None:
         x_test, y_test = _check_data("test_data", test_data)
         if cfg.eval_subset is not None and cfg.eval_subset > len(y_test):
-            raise ValueError(f"eval_subset ({cfg.eval_subset}) is larger than the held-out set ({len(y_test)} examples)")
+            raise ValueError(
+                f"eval_subset ({cfg.eval_subset}) is larger than the held-out set ({len(y_test)} examples)"
+            )
     n_train = len(y_train)
     if cfg.batch_size > n_train:
         raise ValueError(f"batch_size ({cfg.batch_size}) is larger than the training set ({n_train} examples)")
@@ -606,7 +608,9 @@ def _parameter_groups(model: nn.Module, cfg: TrainConfig) -> dict[str, list[nn.P
     if groups is None:
         raise ValueError(f"lr_groups needs a model with parameter_groups() (a VanillaCNN), got {type(model).__name__}")
     if set(groups) != set(cfg.lr_groups):
-        raise ValueError(f"the model's parameter groups {sorted(groups)} are not those of lr_groups {sorted(cfg.lr_groups)}")
+        raise ValueError(
+            f"the model's parameter groups {sorted(groups)} are not those of lr_groups {sorted(cfg.lr_groups)}"
+        )
     for g, ps in groups.items():
         if cfg.lr_groups[g] == 0:
             for p in ps:

@@ -121,6 +121,7 @@ def run_or_load(
     progress: bool | None = None,
     device: str | None = None,
     workers: int | None = None,
+    allow_missing: bool = False,
 ) -> list[dict[str, Any]]:
     """Results of every job of ``chapter`` at ``preset``, training the missing ones if allowed.
 
@@ -133,18 +134,22 @@ def run_or_load(
     ``TTL_WORKERS`` if set, else one job after another at the ``smoke`` preset, whose jobs
     take less time than a worker's start-up, and :func:`signalprop.sweep.default_workers`
     otherwise).  Every job runs under its lock, so concurrent runs of a chapter share its jobs.
+    With ``allow_missing`` (and no training) absent jobs come back as rows of status
+    ``"missing"`` instead of raising, for a chapter that reports them as not yet run.
 
     Raises
     ------
     FileNotFoundError
-        Some results are missing and ``allow_training`` is false; the message names the
-        command that produces them.
+        Some results are missing and neither ``allow_training`` nor ``allow_missing``
+        is true; the message names the command that produces them.
     """
     from signalprop import experiment, sweep
 
     todo = configs(chapter, preset)
     root = results_dir(results_root, chapter, preset)
     absent = missing(todo, root)
+    if absent and not allow_training and allow_missing:
+        return sweep.collect(root, todo)
     if absent:
         if not allow_training:
             raise FileNotFoundError(

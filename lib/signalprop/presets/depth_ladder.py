@@ -59,7 +59,9 @@ THRESHOLD = {"smoke": 0.2, "cpu": 0.6, "paper": 0.9}
 _TRAIN = {
     "smoke": dict(batch_size=16, steps=12, eval_every=4, eval_batch_size=128, checkpoint_every=0),
     "cpu": dict(batch_size=32, steps=1500, eval_every=150, eval_subset=2000, eval_batch_size=500, checkpoint_every=0),
-    "paper": dict(batch_size=40, steps=15000, eval_every=500, eval_subset=2000, eval_batch_size=1000, checkpoint_every=500),
+    "paper": dict(
+        batch_size=40, steps=15000, eval_every=500, eval_subset=2000, eval_batch_size=1000, checkpoint_every=500
+    ),
 }
 _DATA = {
     "smoke": dict(n_train=160, n_test=60, subset_seed=0, stratified=True),
@@ -111,7 +113,9 @@ def rates(depth: int, variant: str) -> dict[str, float]:
 def _config(preset: str, name: str, depth: int, seed: int, variant: str) -> dict[str, Any]:
     width = models.paper_width(depth) if preset == "paper" else WIDTH[preset]
     demo = variant == "demo"
-    model = models.model_config_for_dataset(name, depth=depth, channels=width, kernel_init="delta_orthogonal", seed=seed)
+    model = models.model_config_for_dataset(
+        name, depth=depth, channels=width, kernel_init="delta_orthogonal", seed=seed
+    )
     if not demo:
         model["readout_scale"] = "auto"
     train = dict(
