@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             if cuda:
                 with torch.cuda.stream(torch.cuda.Stream()):
-                    result = experiment.run_experiment(config, out / key, device=device, progress=False)
+                    result = experiment.run_experiment(config, out / key, device=device, progress=True)
                     torch.cuda.synchronize()
             else:
-                result = experiment.run_experiment(config, out / key, device=device, progress=False)
+                result = experiment.run_experiment(config, out / key, device=device, progress=True)
             final = result["final"] or {}
             print(json.dumps({"key": key, "variant": config["meta"].get("variant"), "status": result["status"],
                               "test_accuracy": final.get("test_accuracy"), "wall_s": time.perf_counter() - t}),

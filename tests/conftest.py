@@ -1,4 +1,4 @@
-"""Shared helpers for the library tests: the science.md reference tables."""
+"""Shared helpers for the library tests: the reference tables of tests/data/ (see make_reference_tables.py there)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Tests for signalprop.models: the vanilla tanh CNN of Xiao et al. (2018), section 3 (Experiments).
 
 Checked against a hand-written network (explicit circular shifts), the layer-stack
-reference, science.md sec. 2.2 and adaptive quadrature of the critical-line equations.
+reference, the critical-line table of tests/data/ (make_reference_tables.py there) and adaptive quadrature of
+the critical-line equations.
 """
 
 import json
@@ -252,15 +253,13 @@ def test_paper_width_rule():
 # --- the critical point -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("depth", "sigma_w2", "sigma_b2"),  # science.md sec. 2.2, q* = 1 / depth
-    [(16, 1.1153806244, 2.3687675060e-04), (64, 1.0305575108, 4.6513332661e-06), (100, 1.0197107607, 1.2579958713e-06)],
-)
-def test_critical_parameters_match_science_table(depth, sigma_w2, sigma_b2):
+@pytest.mark.parametrize("depth", [16, 64, 100])
+def test_critical_parameters_match_the_reference_table(depth, table):
+    (row,) = [r for r in table("tanh_critical_line.csv") if float(r["q_star"]) == 1 / depth]  # q* = 1 / depth
     sw, sb = models.critical_parameters(depth)
     assert isinstance(sw, float) and isinstance(sb, float)
-    assert sw == pytest.approx(sigma_w2, rel=1e-9)
-    assert sb == pytest.approx(sigma_b2, rel=1e-9)
+    assert sw == pytest.approx(float(row["sigma_w2"]), rel=1e-9)
+    assert sb == pytest.approx(float(row["sigma_b2"]), rel=1e-9)
     assert models.critical_parameters(q_star=1 / depth) == (sw, sb)
 
 

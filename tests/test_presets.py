@@ -39,7 +39,7 @@ def test_configs_are_valid_experiments_with_distinct_keys(chapter, preset):
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_paper_preset_uses_the_papers_data_and_widths(chapter):
-    # Xiao et al. (2018), section 3 (science.md 1.11): MNIST or CIFAR-10, width 256 up to depth 256
+    # Xiao et al. (2018), section 3: MNIST or CIFAR-10, width 256 up to depth 256
     # and 128 beyond, 3x3 kernels, tanh, no downsampling inside the deep block.
     for config in presets.configs(chapter, "paper"):
         assert config["data"]["name"] in ("mnist", "cifar10"), config["data"]

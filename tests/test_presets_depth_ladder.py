@@ -1,6 +1,6 @@
 """Checks of the presets of the chapter xiao2018/depth_ladder (Xiao et al. 2018, Figure 1) against the paper.
 
-The oracles are typed from science.md sec. 1.11 (the paper's section 3), not taken from the module:
+The oracles are typed from the paper (its section 3), not taken from the module:
 Figure 1 trains critical Delta-Orthogonal CNNs of depth 1,250, 2,500, 5,000 and 10,000 on MNIST and
 CIFAR-10, with width c = 256 for depth <= 256 and 128 beyond.
 """

@@ -1,6 +1,6 @@
 """Presets of the chapter xiao2018/generalisation_depth (Figs. 3 and 4a of Xiao et al. 2018).
 
-Oracles are typed from science.md sec. 1.11 (the paper's architecture and Figs. 3-4) and
+Oracles are typed from the paper (its section 3: architecture and Figs. 3-4) and
 sec. 1.6 (GS0 = delta, GS4 = uniform), not taken from the preset module.
 """
 
@@ -13,9 +13,9 @@ from signalprop.experiment import check_experiment
 from signalprop.presets import generalisation_depth as gd
 
 CHAPTER = "xiao2018/generalisation_depth"
-# science.md sec. 1.11, Fig. 3: CIFAR-10, depth 32 to 8192 (the figure's ladder doubles)
+# Xiao et al. (2018), Fig. 3: CIFAR-10, depth 32 to 8192 (the figure's ladder doubles)
 PAPER_DEPTHS = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
-# science.md sec. 1.11: c = 256 if d <= 256, c = 128 otherwise
+# Xiao et al. (2018), section 3: c = 256 if d <= 256, c = 128 otherwise
 PAPER_WIDTH = {32: 256, 64: 256, 128: 256, 256: 256, 512: 128, 1024: 128, 2048: 128, 4096: 128, 8192: 128}
 DELTA = [[0, 0, 0], [0, 1, 0], [0, 0, 0]]
 UNIFORM = [[1 / 9] * 3] * 3
@@ -97,7 +97,7 @@ def test_paper_preset_uses_the_papers_setting():
         assert c["model"]["num_classes"] == 10
         depth = c["model"]["depth"]
         assert c["model"]["channels"] == PAPER_WIDTH.get(depth, 256 if depth <= 256 else 128)
-        assert c["train"]["optimizer"] == "momentum"  # the demo's optimiser (science.md sec. 1.11)
+        assert c["train"]["optimizer"] == "momentum"  # the demo's optimiser
         assert c["train"]["lr"] == 1e-2 and c["train"]["momentum"] == 0.95 and c["train"]["batch_size"] == 100
     assert sorted(c["model"]["depth"] for c in fig3("paper", "orthogonal")) == PAPER_DEPTHS
     # the uniform Gaussian of section 4 ("below 70 % at depth 259") at the same ladder

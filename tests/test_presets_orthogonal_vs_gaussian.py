@@ -1,6 +1,6 @@
 """Tests of the presets of the chapter xiao2018/orthogonal_vs_gaussian (Xiao et al. 2018, Fig. 5).
 
-The oracles are typed from the paper via science.md sec. 1.11: depth 4,000 on MNIST, width
+The oracles are typed from the paper (its section 3): depth 4,000 on MNIST, width
 c = 128 for d > 256, Gaussian versus Algorithm 1 orthogonal kernels, 90,000 steps ~ 60 epochs
 (so ~40 images per step), momentum 0.95 (authors' demo), critical (sigma_w2, sigma_b2)
 with q* = 1/depth (authors' demo).  The critical point is checked by our own Gauss-Hermite
@@ -109,7 +109,7 @@ def test_paper_preset_matches_the_paper() -> None:
     cfgs = P.configs("paper")
     assert {c["model"]["kernel_init"] for c in cfgs} == {"gaussian", "orthogonal"}
     for c in cfgs:
-        assert c["train"]["lr"] == 1e-2  # the authors' demo value (UNCONFIRMED in the paper)
+        assert c["train"]["lr"] == 1e-2  # the authors' demo value (the paper states none)
         assert c["data"]["name"] == "mnist"
         assert "n_train" not in c["data"] and "n_test" not in c["data"]  # the whole of MNIST
         assert c["model"]["depth"] == PAPER_DEPTH

@@ -1,5 +1,7 @@
 """Tests for signalprop.spectra."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -52,15 +54,29 @@ def test_conv_operator_matrix_matches_explicit_loops_and_fft():
         np.testing.assert_allclose(init.conv_operator_singular_values(w, n), sv, atol=1e-12)
 
 
+def _gauss_quad(f) -> float:
+    """E f(z), z ~ N(0, 1), by adaptive quadrature (independent of the library's Gauss-Hermite rules)."""
+    val, _ = integrate.quad(lambda z: f(z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi), -40, 40,
+                            epsabs=1e-14, epsrel=1e-13, limit=200)  # fmt: skip
+    return val
+
+
 def test_predicted_variance_reference_values():
-    # science.md section 2.7: tanh at q* = 1/L on the critical line
-    for depth, orth, gauss in [(16, 0.307042, 16.3070), (100, 0.072732, 100.0727), (1000, 0.007921, 1000.0079)]:
+    # tanh at q* = 1/L on the critical line: mu_k = E[phi'(sqrt(q*) z)^(2k)], and the spectral variance of
+    # the Jacobian is L (mu_2 / mu_1^2 - 1 - s_1) with s_1 = 0 (orthogonal) or -1 (Gaussian), Xiao et al. eq. (2.16)
+    for depth in (16, 100, 1000):
         q = 1.0 / depth
-        assert spectra.predicted_spectral_variance("tanh", q, depth, orthogonal=True) == pytest.approx(orth, abs=2e-6)
-        assert spectra.predicted_spectral_variance("tanh", q, depth, orthogonal=False) == pytest.approx(gauss, abs=2e-4)
-    mu1, mu2 = spectra.jacobian_moments("tanh", 0.0259209482)
-    assert mu1 == pytest.approx(0.95238095, abs=1e-8)
-    assert mu2 == pytest.approx(0.91090150, abs=1e-8)
+        mu1 = _gauss_quad(lambda z, q=q: math.cosh(math.sqrt(q) * z) ** -4)
+        mu2 = _gauss_quad(lambda z, q=q: math.cosh(math.sqrt(q) * z) ** -8)
+        orth = depth * (mu2 / mu1**2 - 1)
+        assert spectra.predicted_spectral_variance("tanh", q, depth, orthogonal=True) == pytest.approx(orth, rel=1e-8)
+        assert spectra.predicted_spectral_variance("tanh", q, depth, orthogonal=False) == pytest.approx(
+            orth + depth, rel=1e-10
+        )
+    q = 0.0259209482  # sigma_w2 = 1.05 on the critical line (tests/data/tanh_critical_line.csv)
+    mu1, mu2 = spectra.jacobian_moments("tanh", q)
+    assert mu1 == pytest.approx(_gauss_quad(lambda z: math.cosh(math.sqrt(q) * z) ** -4), abs=1e-12)
+    assert mu2 == pytest.approx(_gauss_quad(lambda z: math.cosh(math.sqrt(q) * z) ** -8), abs=1e-12)
 
 
 def test_bad_input():

@@ -115,6 +115,7 @@ def test_stored_cpu_result_reruns_to_its_first_losses(path):
     k = min(3, len(stored["trace"]))
     assert k > 0, "a stored result without a trace"
     config["data"]["n_test"] = 10  # held-out data do not enter the training steps (10: stratified subsets)
+    config["train"].pop("eval_subset", None)  # (nor does the held-out subset of the intermediate records)
     threads = int(stored["provenance"]["torch_threads"])
     rerun = np.array(_first_losses(config, k, threads))
     expected = np.array(stored["trace"][:k])

@@ -33,9 +33,8 @@ Preprocessing (:func:`load_dataset`): pixels are scaled to ``[0, 1]``
 ``(x - mean_c) / std_c``, with the mean and the (population) standard deviation
 of channel ``c`` over every pixel of every image of the **training split**,
 whichever split is loaded, so the test split sees the training statistics.  No
-augmentation.  The paper does not state its preprocessing (science.md, sec. 6,
-item 1); per-channel standardisation is our choice.  It keeps the input of the
-first layer at unit variance per channel, which matches the unit-variance
+augmentation.  The paper does not state its preprocessing; per-channel standardisation is our
+choice.  It keeps the input of the first layer at unit variance per channel, which matches the unit-variance
 inputs that the critical initialisation assumes.
 """
 

@@ -1,6 +1,6 @@
 """The vanilla tanh CNN of Xiao et al. (2018), section 3 (Experiments), and its critical initialisation.
 
-Architecture (science.md sec. 1.11; Xiao et al. 2018, section 3; the authors'
+Architecture (Xiao et al. 2018, section 3; the authors'
 demo ``Delta_Orthogonal_Convolution_Demo.ipynb`` in brain-research/mean-field-cnns):
 
 1. three 3 x 3 convolutions + tanh, strides 1, 2, 2, taking the ``in_channels``
@@ -86,7 +86,7 @@ def critical_parameters(depth: int | None = None, q_star: float | None = None) -
     """``(sigma_w2, sigma_b2)`` on the tanh critical line ``chi_1 = 1``.
 
     The authors' demo picks the point of the critical line whose fixed point is
-    ``q* = 1 / depth`` (science.md sec. 1.11): the deeper the network, the
+    ``q* = 1 / depth``: the deeper the network, the
     closer to the origin of the line, where tanh is nearly linear and the
     Jacobian spectrum concentrates (Xiao et al. 2018, section 2.4).  Solved by
     :func:`signalprop.meanfield.critical_line`.
@@ -132,8 +132,7 @@ def gs_profile(level: int, kernel_size: int = 3) -> NDArray[np.float64]:
 
     Xiao et al. (2018), section 3.3 / Figure 4: GS0 is the delta profile (all
     variance on the centre tap), GS4 the uniform one, GS1-GS3 interpolate.  The
-    interpolation weights are not given in the paper (science.md sec. 1.6,
-    UNCONFIRMED); we take ``v = (1 - t) delta + t uniform`` with ``t = level / 4``.
+    interpolation weights are not given in the paper; we take ``v = (1 - t) delta + t uniform`` with ``t = level / 4``.
 
     Returns
     -------

@@ -110,7 +110,8 @@ class TrainConfig:
     """Hyperparameters of one training run (the ``train`` section of an experiment).
 
     The defaults are those of the authors' demo for Xiao et al. (2018), section 5
-    (science.md sec. 5: SGD with momentum 0.95, learning rate 1e-2, batch 100).
+    (the notebook ``Delta_Orthogonal_Convolution_Demo.ipynb`` of brain-research/mean-field-cnns:
+    SGD with momentum 0.95, learning rate 1e-2, batch 100).
 
     Attributes
     ----------

@@ -23,7 +23,7 @@ Scales:
 * ``paper``: CIFAR-10, the paper's depths 32 ... 8192 with ``c = paper_width(depth)``,
   uniform orthogonal and uniform Gaussian (GS4) ladders, Delta-Orthogonal reference,
   GS0-GS4 at two depths.  The optimiser and step counts are not given by the paper
-  (UNCONFIRMED): demo optimiser (SGD, momentum 0.95, lr 1e-2, batch 100), and a
+  (not stated in the paper: our choice): demo optimiser (SGD, momentum 0.95, lr 1e-2, batch 100), and a
   fixed number of steps chosen by us.
 """
 
@@ -61,11 +61,11 @@ _TRAIN = {
     "smoke": {"optimizer": "momentum", "lr": 1e-2, "momentum": 0.95, "batch_size": 50, "steps": 8,
               "eval_every": 4, "eval_batch_size": 100, "checkpoint_every": 0, "seed": 0, "init_seed": 0},
     # pilots (250 steps, depth 64): the demo's optimiser (momentum 0.95, lr 1e-2) left the uniform orthogonal
-    # network at chance, Adam at lr 1e-3 too; Adam at lr 2e-4 trained both kernels (our choice, UNCONFIRMED)
+    # network at chance, Adam at lr 1e-3 too; Adam at lr 2e-4 trained both kernels (our choice; the paper states none)
     # 500 steps on 500 images left every network below 80 % training accuracy, hence more epochs on fewer images
     "cpu": {"optimizer": "adam", "lr": 2e-4, "momentum": 0.95, "batch_size": 100, "steps": 1000,
             "eval_every": 100, "eval_batch_size": 500, "checkpoint_every": 100, "seed": 0, "init_seed": 0},
-    # UNCONFIRMED in the paper: the demo's optimiser; 50,000 steps of 100 = 100 epochs of CIFAR-10 (our choice)
+    # not stated in the paper: the demo's optimiser; 50,000 steps of 100 = 100 epochs of CIFAR-10 (our choice)
     "paper": {"optimizer": "momentum", "lr": 1e-2, "momentum": 0.95, "batch_size": 100, "steps": 50_000,
               "eval_every": 1000, "eval_batch_size": 1000, "checkpoint_every": 1000, "seed": 0, "init_seed": 0},
 }
@@ -80,7 +80,7 @@ DESCRIPTION = {
            "32 to 8,192.",
     "paper": "Paper scale: CIFAR-10 (50,000 training, 10,000 test images), c = 256 (depth <= 256) or 128, uniform "
              "orthogonal, uniform Gaussian and Delta-Orthogonal kernels at depths 32, 64, ..., 8192, GS0-GS4 at depths "
-             "32 and 256, 50,000 steps of batch 100 (step count and optimiser UNCONFIRMED in the paper).",
+             "32 and 256, 50,000 steps of batch 100 (step count and optimiser: our choice, the paper states neither).",
 }
 
 

@@ -11,9 +11,9 @@ initialisations of its deep block that share those variances:
 
 The paper (Fig. 5) compares the first two at depth 4,000 on MNIST for 90,000 steps.
 Hyper-parameters the paper does not state are the authors' demo values (SGD with
-momentum 0.95, learning rate 1e-2; science.md sec. 1.11, UNCONFIRMED in the paper);
+momentum 0.95, learning rate 1e-2; the paper does not state its optimiser);
 the batch size ~40 is derived from "90,000 steps (~60 epochs)" on 60,000 images
-(science.md sec. 1.11, UNCONFIRMED).
+(the authors' demo; not stated in the paper).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ CHAPTER = "xiao2018/orthogonal_vs_gaussian"
 #: Deep-block initialisations compared, in plotting order.
 SCHEMES = ("gaussian", "orthogonal", "delta_orthogonal")
 
-#: The authors' demo learning rate (depth 16; science.md sec. 1.11), UNCONFIRMED for the paper's runs.
+#: The authors' demo learning rate (at depth 16); the paper does not state its own.
 DEMO_LR = 1e-2
 
 # Per preset: data, subset sizes (None: the whole split), deep block, batch, steps, evaluation

@@ -2,14 +2,14 @@
 
 A depth x sigma_w2 grid of vanilla tanh CNNs (:class:`signalprop.models.VanillaCNN`)
 whose deep-block kernels are spatially uniform i.i.d. Gaussian (``kernel_init="gaussian"``,
-eq. (2.13) with the uniform profile), at ``sigma_b2 = 0.05`` (UNCONFIRMED in the paper:
-the value of Schoenholz et al. 2017; science.md sec. 1.11) and ``sigma_w2`` across the
+eq. (2.13) with the uniform profile), at ``sigma_b2 = 0.05`` (not stated in the paper:
+the value of Schoenholz et al. 2017) and ``sigma_w2`` across the
 order-to-chaos transition (critical ``sigma_w2 = 1.7610`` at that ``sigma_b2``).  Every
 network is trained for a fixed number of steps; the chapter compares the accuracy reached
 with the mean-field depth scale ``xi_c(sigma_w2)``.
 
 Optimiser: SGD with momentum 0.95 at a constant learning rate 1e-2, the authors' demo
-(the paper states none of optimiser, learning rate, batch size, step counts: UNCONFIRMED).
+(the paper states none of optimiser, learning rate, batch size, step counts: our choice).
 The same ``(sigma_w2, sigma_b2)`` initialises the stem and the deep block; the read-out is
 ``N(0, 1/c)`` (:mod:`signalprop.models`).
 """
@@ -22,7 +22,7 @@ from signalprop import sweep
 
 CHAPTER = "xiao2018/trainability"
 
-#: sigma_b2 of the whole grid (Schoenholz et al. 2017; UNCONFIRMED for Xiao et al. 2018, Fig. 2).
+#: sigma_b2 of the whole grid (Schoenholz et al. 2017; not stated for Xiao et al. 2018, Fig. 2).
 SIGMA_B2 = 0.05
 
 #: The grid of each preset: depths (deep-block layers L) and weight variances sigma_w2.
@@ -30,7 +30,7 @@ GRIDS: dict[str, dict[str, tuple]] = {
     "smoke": {"depths": (2, 8), "sigma_w2": (1.0, 1.76, 3.0)},
     "cpu": {"depths": (10, 20, 40, 80, 160), "sigma_w2": (1.0, 1.25, 1.5, 1.76, 2.0, 2.5, 3.0)},
     # Paper: L = 10 ... 600 (section 3.1), sigma_w2 over [1, 4] (the interval is lost in the
-    # text extraction; Schoenholz et al. 2017's range, UNCONFIRMED).
+    # text extraction; Schoenholz et al. 2017's range, our reading).
     "paper": {
         "depths": (10, 20, 40, 60, 100, 150, 200, 300, 450, 600),
         "sigma_w2": (1.0, 1.25, 1.5, 1.6, 1.7, 1.76, 1.8, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0),
