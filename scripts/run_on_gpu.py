@@ -1,11 +1,13 @@
 """Run some jobs of a chapter's preset on one CUDA GPU, several at once, each step replayed from a CUDA graph.
 
 The deep block of a 10,000-layer network launches about ten small kernels per layer and step, so on a GPU
-a step costs launch overhead, not arithmetic.  This script runs each selected job in its own thread and CUDA
-stream (so the kernels of different jobs can overlap on the GPU) with ``cuda_graph=True`` (an operational
-setting: the job's key and identity do not change) and writes every result to ``OUT/<key>/result.json``,
-the layout of the chapter's result folder.  A short timed probe comes first: when the jobs would not finish
-within ``--budget`` seconds, nothing else runs.
+a step costs launch overhead, not arithmetic.  This script runs each selected job in its own process with
+``cuda_graph=True`` and checkpoints every ``--checkpoint-every`` steps (operational settings: the job's key
+and identity do not change), in job folders under ``--work``.  At ``--deadline`` seconds the jobs still
+running are stopped; a later call with the same ``--work`` resumes them from their checkpoints (on a lent GPU
+machine that folder survives between calls while the machine stays warm).  Finished results are copied to
+``OUT/<key>/``, the layout of the chapter's result folder.  An optional timed probe (``--probe-steps``)
+comes first: when the jobs could not finish before the deadline, nothing else runs.
 
 Usage::
 
@@ -17,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
-import threading
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-steps", type=int, default=20, help="0: no probe (the seconds per step are known)")
     parser.add_argument("--variant", default=None, help="only the jobs of this variant (meta.variant)")
     parser.add_argument("--device", default="cuda", help="cuda (the point of this script) or cpu (to try it)")
+    parser.add_argument("--work", default="/tmp/ttl_gpu_jobs", help="job folders with checkpoints (kept)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     args = parser.parse_args(argv)
     device = args.device
     cuda = device.startswith("cuda")
@@ -79,42 +83,52 @@ def main(argv: list[str] | None = None) -> int:
         projected = per_step * steps * len(jobs)
         print(json.dumps({"seconds_per_step_one_job": per_step, "projected_serial_s": projected}), flush=True)
         left = args.deadline - (time.perf_counter() - START) - 60  # a minute for evaluations and writing
-    # the jobs overlap on the GPU (one stream each); count on a 1.5-fold gain at most
+    # the jobs share the GPU; count on a 1.5-fold gain from running them together at most
     if projected / 1.5 > left:
         print(json.dumps({"not_run": "the jobs would not finish before the deadline", "left_s": left}), flush=True)
         return 3
 
-    errors: list[str] = []
-
-    def run(config: dict) -> None:
+    work = Path(args.work)
+    procs = {}
+    for config in jobs:
         key = sweep.config_key(config)
-        config = {**config, "train": {**config["train"], "cuda_graph": True, "checkpoint_every": 0}}
-        try:
-            t = time.perf_counter()
-            if cuda:
-                with torch.cuda.stream(torch.cuda.Stream()):
-                    result = experiment.run_experiment(config, out / key, device=device, progress=True)
-                    torch.cuda.synchronize()
-            else:
-                result = experiment.run_experiment(config, out / key, device=device, progress=True)
-            final = result["final"] or {}
-            print(json.dumps({"key": key, "variant": config["meta"].get("variant"), "status": result["status"],
-                              "test_accuracy": final.get("test_accuracy"), "wall_s": time.perf_counter() - t}),
-                  flush=True)  # fmt: skip
-        except Exception:  # reported, the other jobs go on
-            errors.append(traceback.format_exc())
-            print(errors[-1], flush=True)
-
-    threads = [threading.Thread(target=run, args=(c,)) for c in jobs]
-    t0 = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    print(json.dumps({"all_jobs_wall_s": time.perf_counter() - t0, "errors": len(errors)}), flush=True)
-    for p in out.glob("*/checkpoint.pt"):
-        p.unlink()
-    return 1 if errors else 0
+        config = {
+            **config,
+            "train": {**config["train"], "cuda_graph": cuda, "checkpoint_every": args.checkpoint_every},
+        }
+        (work / key).mkdir(parents=True, exist_ok=True)
+        cfg_path = work / f"{key}.json"
+        cfg_path.write_text(json.dumps(config))
+        cmd = [sys.executable, "-m", "signalprop.experiment", "--config", str(cfg_path), "--out", str(work / key),
+               "--device", device, "--progress"]  # fmt: skip
+        procs[key] = subprocess.Popen(cmd)  # one process per job: its own CUDA context, killed cleanly at the deadline
+    status = {}
+    while procs:
+        for key, proc in list(procs.items()):
+            if proc.poll() is not None:
+                status[key] = proc.returncode
+                del procs[key]
+        if time.perf_counter() - START > args.deadline:
+            for key, proc in procs.items():  # resumable: the next call with the same --work continues
+                proc.terminate()
+                proc.wait()
+                status[key] = "stopped at the deadline"
+            procs = {}
+        time.sleep(2)
+    for config in jobs:
+        key = sweep.config_key(config)
+        result = work / key / "result.json"
+        if result.exists():
+            (out / key).mkdir(exist_ok=True)
+            shutil.copy(result, out / key / "result.json")
+            shutil.copy(work / key / "config.json", out / key / "config.json")
+            final = json.loads(result.read_text())["final"] or {}
+            print(json.dumps({"key": key, "variant": config["meta"].get("variant"), "finished": True,
+                              "test_accuracy": final.get("test_accuracy")}), flush=True)  # fmt: skip
+        else:
+            print(json.dumps({"key": key, "variant": config["meta"].get("variant"), "finished": False,
+                              "exit": status.get(key)}), flush=True)  # fmt: skip
+    return 0 if all(code == 0 for code in status.values()) else 1
 
 
 START = time.perf_counter()
