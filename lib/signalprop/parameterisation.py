@@ -225,13 +225,18 @@ def linear_ntk_prediction(model: nn.Module, x: torch.Tensor, logit: int = 0) -> 
     """The near-isometric prediction of :func:`group_ntk_traces` for the deep block and the read-out.
 
     With ``G`` the model's read-out scale, ``u`` row ``logit`` of the read-out
-    weights, ``k`` the kernel size, ``L`` the depth and ``p_l`` the pooled input of
-    block layer ``l`` (``p_L`` the block's pooled output; module docstring):
-    ``block_weight = k^2 G^2 |u|^2 sum_l |p_l|^2``, ``block_bias = L G^2 |u|^2`` and
-    ``readout = G^2 |p_L|^2 + 1`` (the ``+1`` is the bias), each averaged over ``x``.
-    It is exact for a linear block of orthogonal centre-tap kernels; the chapter
-    measures how close the tanh network comes.  Also returned: ``pooled_in``
-    (``|p_0|^2``) and ``pooled_sum`` (``sum_l |p_l|^2``), averaged over ``x``.
+    weights, ``k`` the kernel size, ``L`` the depth, ``p_l`` the pooled input of
+    block layer ``l`` (``p_L`` the block's pooled output; module docstring) and
+    ``Pi_l = sigma_w^-2 prod_{j > l} chi_j`` the mean-field gain of the squared
+    back-propagated signal between the block's output and layer ``l``, with
+    ``chi_j = sigma_w^2 E[tanh'(z_j)^2]`` measured on ``x`` for the pre-activations
+    ``z_{l+1}, ..., z_L`` that layers ``l, ..., L - 1`` produce:
+    ``block_weight = k^2 G^2 |u|^2 sum_l |p_l|^2 Pi_l``, ``block_bias = G^2 |u|^2 sum_l Pi_l``
+    and ``readout = G^2 |p_L|^2 + 1`` (the ``+1`` is the bias), each averaged over ``x``.
+    ``block_weight_isometric`` and ``block_bias_isometric`` are the same with every
+    ``Pi_l = 1``.  All are exact for a linear block of orthogonal centre-tap kernels;
+    the chapter measures how close the tanh network comes.  Also returned:
+    ``pooled_in`` (``|p_0|^2``) and ``pooled_sum`` (``sum_l |p_l|^2``), averaged over ``x``.
 
     Raises
     ------

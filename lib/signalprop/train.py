@@ -638,33 +638,32 @@ class _Stepper:
         correct = (logits.detach().argmax(dim=1) == yb).sum()
         return loss, correct
 
+    def _update(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
+        """An eager step: the loss and correct count of the minibatch, then the update if the loss is finite."""
+        loss, correct = self._eager(xb, yb)
+        loss_value = loss.item()
+        if math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+        return loss_value, int(correct.item())
+
     def step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
         if not self.graph:
-            loss, correct = self._eager(xb, yb)
-            loss_value = loss.item()
-            if math.isfinite(loss_value):
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-            return loss_value, int(correct.item())
+            return self._update(xb, yb)
         if self.captured is None and self.eager_steps < GRAPH_WARMUP:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                loss, correct = self._eager(xb, yb)
-                loss_value = loss.item()
-                if math.isfinite(loss_value):
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    self.optimizer.step()
+                out = self._update(xb, yb)
             torch.cuda.current_stream().wait_stream(side)
             self.eager_steps += 1
-            return loss_value, int(correct.item())
+            return out
         if self.captured is None:
             sx, sy = xb.clone(), yb.clone()
             graph = torch.cuda.CUDAGraph()
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may run jobs
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # jobs may run in other threads
                 sloss, scorrect = self._eager(sx, sy)
                 sloss.backward()
                 self.optimizer.step()
