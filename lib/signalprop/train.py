@@ -16,7 +16,12 @@ connections.  This module is that training loop and nothing more:
   steps (epochs are reported as the float ``step * batch_size / N_train``);
 * every ``eval_every`` steps, and after the last step, the history gains the
   running mean of the training loss and accuracy over the minibatches since the
-  previous record, and the loss and accuracy on the whole held-out set;
+  previous record, the loss and accuracy on the held-out set (on a fixed subset
+  of it before the last step when ``eval_subset`` is set), the relative change of
+  every parameter group since initialisation and, for models with ``features``,
+  the mean square of the pooled features on the first held-out images;
+* ``lr_groups`` gives parameter groups their own learning rates, 0 freezing a group
+  (:mod:`signalprop.parameterisation` derives the rates of the deep block);
 * a non-finite loss (training minibatch or held-out set) stops the run with
   status ``"diverged"``: the history up to that point is kept and the step is
   recorded; nothing raises;
