@@ -21,7 +21,7 @@ def _images(n: int, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
     return scale * torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
 
 
-def _labels(n: int, seed: int = 1) -> torch.Tensor:
+def _labels(n: int) -> torch.Tensor:
     return torch.arange(n) % 10
 
 

@@ -45,7 +45,10 @@ from numbers import Integral, Real
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from signalprop.layers import circular_pad
 
 __all__ = [
     "GROUPS",
@@ -243,10 +246,6 @@ def linear_ntk_prediction(model: nn.Module, x: torch.Tensor, logit: int = 0) -> 
     ValueError
         As :func:`group_ntk_traces`, or a model without a deep block.
     """
-    import torch.nn.functional as F
-
-    from signalprop.layers import circular_pad
-
     x = _check_images(model, x)
     params = model.deep_parameters() if hasattr(model, "deep_parameters") else None
     if params is None:
