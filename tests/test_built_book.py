@@ -16,6 +16,7 @@ import ast
 import json
 import os
 import re
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -102,3 +103,58 @@ def test_built_pages_show_no_python_reprs():
         if hits:
             found[str(p.relative_to(BUILD / "html"))] = hits
     assert not found, f"numpy reprs in the built pages: {found}"
+
+
+class _ProseText(HTMLParser):
+    """The text a reader sees as prose: everything outside code, scripts, styles and rendered math."""
+
+    VERBATIM = {"pre", "code", "script", "style", "textarea"}
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[bool] = []  # per open element: does it (or an ancestor) hide its text?
+        self.chunks: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.VOID:
+            return
+        classes = (dict(attrs).get("class") or "").split()
+        hidden = tag in self.VERBATIM or "math" in classes
+        self.stack.append(hidden or (bool(self.stack) and self.stack[-1]))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.VOID and self.stack:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if not (self.stack and self.stack[-1]):
+            self.chunks.append(data)
+
+
+def prose(html: str) -> str:
+    parser = _ProseText()
+    parser.feed(html)
+    return " ".join(parser.chunks)
+
+
+RAW_TEX = re.compile(r"\$[^$\s][^$]*?[\\^_{}][^$]*?\$")  # $...$ holding TeX markup, left unrendered
+
+
+def test_built_pages_leak_no_internal_notes_raw_tex_or_unresolved_references():
+    """No raw ``$...$`` TeX in prose, no pointer to internal notes, no ``??`` of an unresolved reference."""
+    found = {}
+    for p in sorted((BUILD / "html").rglob("*.html")):
+        if {"_static", "_sources", "_images"} & set(p.relative_to(BUILD / "html").parts):
+            continue
+        text = prose(p.read_text(encoding="utf-8"))
+        hits = [m for m in ("science.md", "UNCONFIRMED", "??") if m in text] + RAW_TEX.findall(text)
+        if hits:
+            found[str(p.relative_to(BUILD / "html"))] = hits
+    assert not found, f"pages with raw TeX, internal notes or unresolved references: {found}"
+
+
+def test_prose_parser_sees_raw_tex_and_skips_math_and_code():
+    """The scanner above can fail: raw TeX in a paragraph is found, rendered math and code are skipped."""
+    text = prose('<p>a $\\sigma_w^2$ b</p><span class="math">\\(x^2\\)</span><pre>$a_b$</pre><br><p>??</p>')
+    assert RAW_TEX.findall(text) == ["$\\sigma_w^2$"] and "??" in text and "x^2" not in text
