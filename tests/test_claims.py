@@ -73,3 +73,26 @@ def test_invalid_claims_are_rejected(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"id": "bad", "nonsense": 1}))
     with pytest.raises(ValueError, match="not a claim record"):
         load_all(tmp_path)
+
+
+def test_recorded_keeps_this_process_claims_in_order_and_filters_by_chapter(tmp_path, monkeypatch):
+    from signalprop import claims as cl
+
+    monkeypatch.setattr(cl, "_RECORDED", {})
+    a = _claim(id="a-1", chapter="part/one")
+    b = _claim(id="b-2", chapter="part/two", verdict="inconclusive")
+    record(a, tmp_path)
+    record(b, tmp_path)
+    record(a, tmp_path)  # recorded again (a re-run cell): moves to the end, not listed twice
+    assert [c.id for c in cl.recorded()] == ["b-2", "a-1"]
+    assert cl.recorded("part/two") == [b]
+    assert cl.recorded("part/none") == []
+
+
+def test_summary_markdown_has_badges_without_links_back_and_says_when_empty():
+    from signalprop.claims import summary_markdown
+
+    text = summary_markdown([_claim(id="x-1", chapter="part/one", verdict="not reproduced")])
+    assert "{bdg-danger}`not reproduced`" in text and "{doc}" not in text and "`x-1`" in text
+    assert "{doc}`part/one`" in status_markdown([_claim(id="x-1", chapter="part/one")])
+    assert "decides no claim" in summary_markdown([])

@@ -27,10 +27,13 @@ from signalprop.verdicts import LEGEND, VERDICTS
 
 __all__ = [
     "VERDICTS", "LEGEND", "WRITE_ENV", "Claim", "record", "writing_enabled", "load_all", "markdown_legend",
-    "BADGES", "badge", "escape_myst", "status_markdown",
+    "BADGES", "badge", "escape_myst", "status_markdown", "recorded", "summary_markdown",
 ]
 
 WRITE_ENV = "TTL_WRITE_CLAIMS"
+
+#: The claims :func:`record` was given in this process (a chapter's kernel), by id, in the order recorded.
+_RECORDED: dict[str, Claim] = {}
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,8 @@ def record(claim: Claim, directory: str | os.PathLike[str]) -> Path:
     """
     if not isinstance(claim, Claim):
         raise ValueError(f"record needs a Claim, got {type(claim).__name__}")
+    _RECORDED.pop(claim.id, None)  # a re-run cell moves its claim to the end
+    _RECORDED[claim.id] = claim
     _glue_verdict(claim)
     directory = Path(directory)
     if not writing_enabled():
@@ -165,18 +170,19 @@ def escape_myst(text: str) -> str:
     return "$".join(parts)
 
 
-def status_markdown(claims: list[Claim]) -> str:
+def status_markdown(claims: list[Claim], *, link: bool = True) -> str:
     """A MyST list table: the verdict badge, one line per claim with its chapter link and id, details in a dropdown.
 
     The claim's id is the code literal that ends its line, so that a row of the rendered
-    page can be matched with its record.
+    page can be matched with its record.  ``link=False`` leaves out the link to the chapter
+    (for the chapter's own summary).
     """
     lines = ["::::{list-table}", ":header-rows: 1", ":widths: 18 82", "", "* - Verdict", "  - Claim"]
     for c in claims:
-        link = f" ({{doc}}`{c.chapter}`)" if c.chapter else ""
+        to_chapter = f" ({{doc}}`{c.chapter}`)" if c.chapter and link else ""
         lines += [
             f"* - {badge(c.verdict)}",
-            f"  - {escape_myst(c.claim)}{link} `{c.id}`",
+            f"  - {escape_myst(c.claim)}{to_chapter} `{c.id}`",
             "",
             "    :::{dropdown} Values, scale and source",
             f"    **Paper:** {escape_myst(c.paper_value)}",
@@ -190,3 +196,22 @@ def status_markdown(claims: list[Claim]) -> str:
         ]
     lines.append("::::")
     return "\n".join(lines) + "\n"
+
+
+def recorded(chapter: str | None = None) -> list[Claim]:
+    """The claims :func:`record` was given in this process, in the order recorded; only ``chapter``'s if given.
+
+    A chapter's closing *Summary and verdicts* section renders them with :func:`summary_markdown`,
+    so that it shows the verdicts computed in the same execution.
+    """
+    return [c for c in _RECORDED.values() if chapter is None or c.chapter == chapter]
+
+
+def summary_markdown(claims: list[Claim]) -> str:
+    """The verdict table that ends a chapter: :func:`status_markdown` without links back to the chapter.
+
+    With no claims, a sentence saying that the chapter decides none (its checks are the chapter's own).
+    """
+    if not claims:
+        return "This chapter decides no claim of the papers; its results are the checks above.\n"
+    return status_markdown(claims, link=False)
