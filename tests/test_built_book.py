@@ -62,6 +62,21 @@ def glued_verdicts() -> dict[str, str]:
     return out
 
 
+def glued_text(page: str, name: str) -> str:
+    """The string a page executed in the build glued under ``name``."""
+    glue_file = EXECUTED / f"{page}.glue.json"
+    assert glue_file.is_file(), f"{glue_file} is missing: the page was not executed in this build"
+    data = json.loads(glue_file.read_text(encoding="utf-8"))[name]["data"]
+    return ast.literal_eval(data.get("text/plain", data.get("application/papermill.record/text/plain")))
+
+
+@pytest.mark.parametrize(("page", "name"), [("reproduction_status", "status-records-digest"),
+                                            ("intro", "intro-records-digest")])
+def test_pages_that_render_records_read_the_records_on_disk(page, name):
+    """Not records served stale from an execution cache: the digest the page glued is that of book/status now."""
+    assert glued_text(page, name) == claims.records_digest(ROOT / "book" / "status")
+
+
 def test_status_page_shows_every_record():
     shown = status_page_verdicts()
     stored = {c.id: c.verdict for c in claims.load_all(ROOT / "book" / "status")}

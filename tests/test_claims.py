@@ -96,3 +96,19 @@ def test_summary_markdown_has_badges_without_links_back_and_says_when_empty():
     assert "{bdg-danger}`not reproduced`" in text and "{doc}" not in text and "`x-1`" in text
     assert "{doc}`part/one`" in status_markdown([_claim(id="x-1", chapter="part/one")])
     assert "decides no claim" in summary_markdown([])
+
+
+def test_records_digest_changes_with_any_record_and_ignores_other_files(tmp_path):
+    from signalprop.claims import records_digest
+
+    record_dir = tmp_path / "status"
+    record_dir.mkdir()
+    empty = records_digest(record_dir)
+    (record_dir / "a.json").write_text('{"x": 1}', encoding="utf-8")
+    one = records_digest(record_dir)
+    (record_dir / "notes.txt").write_text("not a record", encoding="utf-8")
+    assert records_digest(record_dir) == one != empty
+    (record_dir / "a.json").write_text('{"x": 2}', encoding="utf-8")
+    assert records_digest(record_dir) != one
+    (record_dir / "a.json").rename(record_dir / "b.json")
+    assert len({empty, one, records_digest(record_dir)}) == 3

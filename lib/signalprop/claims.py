@@ -17,6 +17,7 @@ Verdicts come from :mod:`signalprop.verdicts`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -27,7 +28,7 @@ from signalprop.verdicts import LEGEND, VERDICTS
 
 __all__ = [
     "VERDICTS", "LEGEND", "WRITE_ENV", "Claim", "record", "writing_enabled", "load_all", "markdown_legend",
-    "BADGES", "badge", "escape_myst", "status_markdown", "recorded", "summary_markdown",
+    "BADGES", "badge", "escape_myst", "status_markdown", "recorded", "summary_markdown", "records_digest",
 ]
 
 WRITE_ENV = "TTL_WRITE_CLAIMS"
@@ -215,3 +216,15 @@ def summary_markdown(claims: list[Claim]) -> str:
     if not claims:
         return "This chapter decides no claim of the papers; its results are the checks above.\n"
     return status_markdown(claims, link=False)
+
+
+def records_digest(directory: str | os.PathLike[str]) -> str:
+    """A SHA-256 digest (16 hex digits) of every record file in ``directory``, names and contents.
+
+    The pages that render the records glue it, so a test can tell a page built from stale
+    records (an execution cache, say) from one built from the records on disk.
+    """
+    h = hashlib.sha256()
+    for path in sorted(Path(directory).glob("*.json")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
