@@ -103,6 +103,17 @@ def test_depth_scaled_rates_closed_form():
     assert P.depth_scaled_rates(0, 1e-2)["block_weight"] == 0.0
 
 
+def test_variant_rates_freeze_only_the_block_in_the_control():
+    trained = P.variant_rates(50, 1e-2, "trained")
+    frozen = P.variant_rates(50, 1e-2, "frozen")
+    assert trained == {"stem": 1e-2, "block_weight": 1e-2 / 450, "block_bias": 0.0, "readout": 1e-2}
+    assert frozen == {"stem": 1e-2, "block_weight": 0.0, "block_bias": 0.0, "readout": 1e-2}
+    with pytest.raises(ValueError, match="variant"):
+        P.variant_rates(50, 1e-2, "demo")
+    with pytest.raises(ValueError, match="depth"):
+        P.variant_rates(-1, 1e-2, "frozen")
+
+
 @pytest.mark.parametrize(
     "args, match",
     [((-1, 1e-2), "depth"), ((2.5, 1e-2), "depth"), ((3, 0.0), "base_lr"), ((3, float("nan")), "base_lr"),

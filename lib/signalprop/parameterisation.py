@@ -55,6 +55,8 @@ __all__ = [
     "CALIBRATION_IMAGES",
     "readout_scale",
     "depth_scaled_rates",
+    "VARIANTS",
+    "variant_rates",
     "check_group_rates",
     "group_ntk_traces",
     "linear_ntk_prediction",
@@ -156,6 +158,43 @@ def depth_scaled_rates(depth: int, base_lr: float, kernel_size: int = 3) -> dict
         raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
     block = float(base_lr) / (kernel_size**2 * depth) if depth > 0 else 0.0
     return {"stem": float(base_lr), "block_weight": block, "block_bias": 0.0, "readout": float(base_lr)}
+
+
+#: Training variants of a deep configuration: the network and its frozen-block control.
+VARIANTS = ("trained", "frozen")
+
+
+def variant_rates(depth: int, base_lr: float, variant: str, kernel_size: int = 3) -> dict[str, float]:
+    """Per-group rates of ``variant`` of a network with a ``depth``-layer block.
+
+    ``"trained"`` is :func:`depth_scaled_rates`; ``"frozen"`` is the control that
+    trains only the stem and the read-out: the same rates with the block's kernels
+    frozen as well (its biases already are).  The gap between the two measures
+    what the deep block learns.
+
+    Parameters
+    ----------
+    depth, base_lr, kernel_size
+        As for :func:`depth_scaled_rates`.
+    variant : str
+        One of :data:`VARIANTS`.
+
+    Returns
+    -------
+    dict
+        ``{"stem", "block_weight", "block_bias", "readout"}`` -> rate.
+
+    Raises
+    ------
+    ValueError
+        An unknown variant, or invalid arguments of :func:`depth_scaled_rates`.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    out = depth_scaled_rates(depth, base_lr, kernel_size)
+    if variant == "frozen":
+        out["block_weight"] = 0.0
+    return out
 
 
 def check_group_rates(rates: Any) -> dict[str, float]:

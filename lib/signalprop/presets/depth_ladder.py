@@ -49,7 +49,7 @@ WIDTH = {"smoke": 4, "cpu": 16}
 #: Base learning rate (stem and read-out) and momentum: the demo's values.
 BASE_LR, MOMENTUM = 1e-2, 0.95
 #: Variants of every depth: the trained network and its frozen-block control.
-VARIANTS = ("trained", "frozen")
+VARIANTS = parameterisation.VARIANTS
 #: Depth of the extra run in the demo's parameterisation (``cpu`` preset only).
 DEMO_DEPTH = 100
 
@@ -99,15 +99,9 @@ def _checkpoint_every(preset: str, depth: int) -> int:
 def rates(depth: int, variant: str) -> dict[str, float]:
     """Per-group learning rates of ``variant`` (``"trained"``, ``"frozen"``) at ``depth``.
 
-    ``"trained"`` is :func:`signalprop.parameterisation.depth_scaled_rates`;
-    ``"frozen"`` the same with the block's kernels frozen too.
+    :func:`signalprop.parameterisation.variant_rates` at the base rate :data:`BASE_LR`.
     """
-    out = parameterisation.depth_scaled_rates(depth, BASE_LR)
-    if variant == "frozen":
-        out["block_weight"] = 0.0
-    elif variant != "trained":
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return out
+    return parameterisation.variant_rates(depth, BASE_LR, variant)
 
 
 def _config(preset: str, name: str, depth: int, seed: int, variant: str) -> dict[str, Any]:

@@ -8,8 +8,14 @@ order-to-chaos transition (critical ``sigma_w2 = 1.7610`` at that ``sigma_b2``).
 network is trained for a fixed number of steps; the chapter compares the accuracy reached
 with the mean-field depth scale ``xi_c(sigma_w2)``.
 
-Optimiser: SGD with momentum 0.95 at a constant learning rate 1e-2, the authors' demo
-(the paper states none of optimiser, learning rate, batch size, step counts: our choice).
+Training: the depth-scaled parameterisation of :mod:`signalprop.parameterisation`
+(derived in the chapter ``xiao2018/depth_ladder``), with SGD with momentum 0.95 (the
+authors' demo optimiser): stem and read-out at the base rate 1e-2, the block's kernels
+at ``1e-2 / (9 L)``, its biases frozen, and the read-out scale ``G = 1 / rms`` of the
+pooled features measured at initialisation (``readout_scale="auto"``).  Every cell
+comes in two variants: ``"trained"`` and its control ``"frozen"``, whose deep block
+stays at initialisation (only stem and read-out learn).  The paper states none of
+optimiser, learning rate, batch size or step counts: these are our choices.
 The same ``(sigma_w2, sigma_b2)`` initialises the stem and the deep block; the read-out is
 ``N(0, 1/c)`` (:mod:`signalprop.models`).
 """
@@ -18,12 +24,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from signalprop import sweep
+from signalprop import parameterisation, sweep
 
 CHAPTER = "xiao2018/trainability"
 
 #: sigma_b2 of the whole grid (Schoenholz et al. 2017; not stated for Xiao et al. 2018, Fig. 2).
 SIGMA_B2 = 0.05
+
+#: Base learning rate (stem and read-out) and momentum: the demo's values.
+BASE_LR, MOMENTUM = 1e-2, 0.95
+#: Variants of every cell: the network and its frozen-block control.
+VARIANTS = parameterisation.VARIANTS
 
 #: The grid of each preset: depths (deep-block layers L) and weight variances sigma_w2.
 GRIDS: dict[str, dict[str, tuple]] = {
@@ -39,30 +50,33 @@ GRIDS: dict[str, dict[str, tuple]] = {
 
 DESCRIPTION = {
     "smoke": (
-        "Smoke test: 6 tiny networks (width 8, depth 2 and 8, sigma_w2 in {1, 1.76, 3}) trained for 10 steps "
-        "on 250 Fashion-MNIST training images (120 held out)."
+        "Smoke test: 6 tiny networks (width 8, depth 2 and 8, sigma_w2 in {1, 1.76, 3}), each trained and with "
+        "its block frozen, for 10 steps on 250 Fashion-MNIST training images (120 held out)."
     ),
     "cpu": (
         "CPU scale: 35 networks of width c = 16 (depths L in {10, 20, 40, 80, 160} x sigma_w2 in "
-        "{1, 1.25, 1.5, 1.76, 2, 2.5, 3}, sigma_b2 = 0.05), each trained for 300 steps of batch 32 on a "
-        "stratified 10,000-image Fashion-MNIST subset (500 held-out test images), one seed."
+        "{1, 1.25, 1.5, 1.76, 2, 2.5, 3}, sigma_b2 = 0.05), each trained and with its deep block frozen, "
+        "600 steps of batch 32 on the full Fashion-MNIST training set (60,000 images) in the depth-scaled "
+        "parameterisation; test accuracy on a stratified 2,000-image test subset every 200 steps and on all "
+        "10,000 test images at the end; one seed."
     ),
     "paper": (
-        "Paper scale: 130 networks of the paper's width (c = 256 up to depth 256, 128 beyond; depths 10 to 600 x "
+        "Paper scale: 130 cells (260 networks) of the paper's width (c = 256 up to depth 256, 128 beyond; depths 10 to 600 x "
         "13 values of sigma_w2 in [1, 4], sigma_b2 = 0.05) trained on the full MNIST training set "
-        "(10,000 test images) for 2,000 steps of batch 100 (step count ours; the paper's is not stated)."
+        "(10,000 test images) for 2,000 steps of batch 100 (step count ours; the paper's is not stated), in the "
+        "depth-scaled parameterisation, each trained and with its deep block frozen."
     ),
 }
 
 _DATA = {
     "smoke": {"name": "fashion-mnist", "n_train": 250, "n_test": 120, "subset_seed": 0, "stratified": True},
-    "cpu": {"name": "fashion-mnist", "n_train": 10_000, "n_test": 500, "subset_seed": 0, "stratified": True},
+    "cpu": {"name": "fashion-mnist"},  # the full training and test sets
     "paper": {"name": "mnist"},
 }
 
 _TRAIN = {
     "smoke": {"batch_size": 32, "steps": 10, "eval_every": 5, "eval_batch_size": 128},
-    "cpu": {"batch_size": 32, "steps": 300, "eval_every": 100, "eval_batch_size": 500},
+    "cpu": {"batch_size": 32, "steps": 600, "eval_every": 200, "eval_subset": 2000, "eval_batch_size": 500},
     "paper": {"batch_size": 100, "steps": 2000, "eval_every": 250, "eval_batch_size": 1000, "checkpoint_every": 250},
 }
 
@@ -86,15 +100,23 @@ def configs(preset: str) -> list[dict[str, Any]]:
             "channels": _CHANNELS[preset],
             "kernel_init": "gaussian",
             "sigma_b2": SIGMA_B2,
+            "readout_scale": "auto",
             **({"image_size": 28, "in_channels": 1, "num_classes": 10}),
         },
         "train": {
             "optimizer": "momentum",
-            "lr": 1e-2,
-            "momentum": 0.95,
+            "lr": BASE_LR,
+            "momentum": MOMENTUM,
             "seed": 0,
             **_TRAIN[preset],
         },
         "meta": {"chapter": CHAPTER, "figure": "Xiao et al. (2018), Fig. 2", "preset": preset},
     }
-    return sweep.grid(base, **{"model.depth": list(grid["depths"]), "model.sigma_w2": list(grid["sigma_w2"])})
+    out = []
+    for config in sweep.grid(base, **{"model.depth": list(grid["depths"]), "model.sigma_w2": list(grid["sigma_w2"])}):
+        for variant in VARIANTS:
+            c = {section: dict(values) for section, values in config.items()}
+            c["train"]["lr_groups"] = parameterisation.variant_rates(c["model"]["depth"], BASE_LR, variant)
+            c["meta"]["variant"] = variant
+            out.append(c)
+    return out
