@@ -104,7 +104,22 @@ def rates(depth: int, variant: str) -> dict[str, float]:
     return parameterisation.variant_rates(depth, BASE_LR, variant)
 
 
-def _config(preset: str, name: str, depth: int, seed: int, variant: str) -> dict[str, Any]:
+def config(preset: str, name: str, depth: int, seed: int, variant: str) -> dict[str, Any]:
+    """One job of ``preset``: data set ``name``, ``depth``, ``seed`` and ``variant``.
+
+    ``variant`` is ``"trained"``, ``"frozen"`` (:func:`rates`) or ``"demo"`` (the demo's
+    parameterisation: one rate for every parameter, no read-out scale).  Other
+    chapters build on it (:mod:`signalprop.presets.orthogonal_vs_gaussian`).
+
+    Raises
+    ------
+    ValueError
+        An unknown preset or variant.
+    """
+    if preset not in DEPTHS:
+        raise ValueError(f"preset must be one of {tuple(DEPTHS)}, got {preset!r}")
+    if variant not in (*VARIANTS, "demo"):
+        raise ValueError(f"variant must be one of {(*VARIANTS, 'demo')}, got {variant!r}")
     width = models.paper_width(depth) if preset == "paper" else WIDTH[preset]
     demo = variant == "demo"
     model = models.model_config_for_dataset(
@@ -151,7 +166,7 @@ def configs(preset: str) -> list[dict[str, Any]]:
         for depth in DEPTHS[preset]:
             for seed in SEEDS[preset][depth] if preset in SEEDS else (0,):
                 for variant in VARIANTS:
-                    out.append(_config(preset, name, depth, seed, variant))
+                    out.append(config(preset, name, depth, seed, variant))
     if preset == "cpu":
-        out.insert(0, _config(preset, DATASETS[preset][0], DEMO_DEPTH, 0, "demo"))
+        out.insert(0, config(preset, DATASETS[preset][0], DEMO_DEPTH, 0, "demo"))
     return out

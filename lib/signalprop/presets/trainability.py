@@ -61,8 +61,8 @@ DESCRIPTION = {
         "10,000 test images at the end; one seed."
     ),
     "paper": (
-        "Paper scale: 130 cells (260 networks) of the paper's width (c = 256 up to depth 256, 128 beyond; depths 10 to 600 x "
-        "13 values of sigma_w2 in [1, 4], sigma_b2 = 0.05) trained on the full MNIST training set "
+        "Paper scale: 130 cells (260 networks) of the paper's width (c = 256 up to depth 256, 128 beyond; "
+        "depths 10 to 600 x 13 values of sigma_w2 in [1, 4], sigma_b2 = 0.05) trained on the full MNIST training set "
         "(10,000 test images) for 2,000 steps of batch 100 (step count ours; the paper's is not stated), in the "
         "depth-scaled parameterisation, each trained and with its deep block frozen."
     ),
