@@ -26,7 +26,8 @@ def _model(**kw):
 def _hand_written_forward(model: models.VanillaCNN, x: torch.Tensor) -> torch.Tensor:
     """The architecture written out: zero-padded stem, circular deep layers by explicit shifts, mean, linear."""
     h = x
-    for conv, stride in zip(model.stem, (1, 2, 2), strict=True):
+    strides = (1, 2, 2) if model.downsample else (1, 1, 1)
+    for conv, stride in zip(model.stem, strides, strict=True):
         h = torch.tanh(F.conv2d(F.pad(h, (1, 1, 1, 1)), conv.weight, conv.bias, stride=stride))
     params = model.deep_parameters()
     if params is not None:
@@ -70,6 +71,34 @@ def test_float64_model_equals_the_hand_written_network(in_channels, size):
         x = torch.randn(3, in_channels, size, size, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         with torch.no_grad():
             torch.testing.assert_close(model(x), _hand_written_forward(model, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("in_channels", "size"), [(1, 28), (3, 32)])
+def test_without_downsampling_the_block_works_on_the_full_image(in_channels, size):
+    # the paper's 50-layer network "without downsampling": stem strides 1, 1, 1
+    seen = []
+    for fast in (True, False):
+        model = _model(
+            in_channels=in_channels, image_size=size, downsample=False, depth=2, kernel_init="gaussian",
+            sigma_w2=1.8, sigma_b2=0.1, fast=fast, dtype=torch.float64,
+        )  # fmt: skip
+        assert model.spatial_size == size and model.config["downsample"] is False
+        assert [c.stride for c in model.stem] == [(1, 1)] * 3
+        model.stem[-1].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+        x = torch.randn(2, in_channels, size, size, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), _hand_written_forward(model, x), rtol=1e-12, atol=1e-12)
+    assert seen == [(2, 6, size, size)] * 2
+
+
+def test_downsample_is_a_later_key_so_stored_job_keys_do_not_change():
+    # configurations written before the option existed have no such key; it must not appear in defaults
+    assert "downsample" not in models.model_config_defaults()
+    assert "downsample" not in models.model_config_for_dataset("fashion-mnist", depth=3, channels=4)
+    assert models.build_model({"depth": 1, "channels": 2, "seed": 0}).config["downsample"] is True
+    rebuilt = models.build_model({"depth": 1, "channels": 2, "seed": 0, "downsample": False})
+    assert rebuilt.spatial_size == 28
+    assert models.build_model(rebuilt.config).spatial_size == 28
 
 
 def _all_gradients(model, x, g):
@@ -218,9 +247,10 @@ def test_build_model_round_trips_through_json():
     model = models.build_model(cfg)
     assert (model.in_channels, model.image_size, model.num_classes) == (3, 32, 10)
     stored = json.loads(json.dumps(model.config))
-    # every default resolved, also readout_scale, which the defaults leave out (so that stored jobs keep their keys)
-    assert set(stored) == set(models.model_config_defaults()) | {"readout_scale"}
-    assert stored["readout_scale"] == 1.0
+    # every default resolved, also readout_scale and downsample, which the defaults leave out (so that stored jobs
+    # keep their keys)
+    assert set(stored) == set(models.model_config_defaults()) | {"readout_scale", "downsample"}
+    assert stored["readout_scale"] == 1.0 and stored["downsample"] is True
     again = models.build_model(stored)
     assert again.config == model.config
     for p, q in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
@@ -302,6 +332,7 @@ def test_default_model_variances_are_critical_with_q_star_one_over_depth():
         ({"generator": torch.Generator()}, "generator or seed, not both"),
         ({"checkpoint_segments": 9}, "checkpoint_segments"),
         ({"fast": 1}, "fast must be a bool"),
+        ({"downsample": 0}, "downsample must be a bool"),
     ],
 )
 def test_bad_model_arguments_raise(kwargs, match):

@@ -5,7 +5,9 @@ demo ``Delta_Orthogonal_Convolution_Demo.ipynb`` in brain-research/mean-field-cn
 
 1. three 3 x 3 convolutions + tanh, strides 1, 2, 2, taking the ``in_channels``
    input to ``c`` channels and the image from 28 x 28 to 7 x 7 (MNIST,
-   Fashion-MNIST) or from 32 x 32 to 8 x 8 (CIFAR-10).  Zero padding of 1 pixel
+   Fashion-MNIST) or from 32 x 32 to 8 x 8 (CIFAR-10); with ``downsample=False``
+   all three strides are 1 and the deep block sees the full image (the paper's
+   50-layer network "without downsampling", section 3).  Zero padding of 1 pixel
    on every side (the demo's 'SAME' padding; for stride 2 TensorFlow pads 0
    before and 1 after, PyTorch's ``padding=1`` pads 1 on both sides: the output
    size is the same, the sampling grid is shifted by one pixel, which the theory
@@ -182,7 +184,10 @@ class VanillaCNN(nn.Module):
         1 (MNIST, Fashion-MNIST) or 3 (CIFAR-10); any ``>= 1``.
     num_classes : int
     image_size : {28, 32}
-        Input height and width; the deep block then sees 7 x 7 or 8 x 8.
+        Input height and width; the deep block then sees 7 x 7 or 8 x 8 (with ``downsample``).
+    downsample : bool
+        Stem strides 1, 2, 2 (default, the paper's network) or 1, 1, 1 (no
+        downsampling: the deep block works on the full ``image_size`` grid).
     kernel_init : {"delta_orthogonal", "orthogonal", "gaussian"}
         Deep-block kernels: Algorithm 2, Algorithm 1 or eq. (2.13).
     v : array_like, optional
@@ -224,7 +229,7 @@ class VanillaCNN(nn.Module):
     sigma_w2, sigma_b2 : float
         The variances used.
     spatial_size : int
-        7 or 8.
+        7 or 8, or ``image_size`` without downsampling.
     config : dict
         JSON-able configuration, with every default resolved (see :func:`build_model`).
 
@@ -235,7 +240,8 @@ class VanillaCNN(nn.Module):
         an image size other than 28 or 32, an unknown ``kernel_init``, ``v`` with
         another kernel or malformed, negative (or zero ``sigma_w2``) variances, only
         one variance given, ``q_star`` together with the variances, both
-        ``generator`` and ``seed``, a bad ``checkpoint_segments``, an unknown dtype.
+        ``generator`` and ``seed``, a bad ``checkpoint_segments``, an unknown dtype, a
+        ``downsample`` that is not a bool.
     """
 
     def __init__(
@@ -246,6 +252,7 @@ class VanillaCNN(nn.Module):
         in_channels: int = 1,
         num_classes: int = 10,
         image_size: int = 28,
+        downsample: bool = True,
         kernel_init: str = "delta_orthogonal",
         v: ArrayLike | None = None,
         sigma_w2: float | None = None,
@@ -274,11 +281,15 @@ class VanillaCNN(nn.Module):
                 f"image_size must be 28 (giving 7 x 7 after the stem) or 32 (giving 8 x 8), got {image_size!r}"
             )
         image_size = int(image_size)
+        if not isinstance(downsample, bool):
+            raise ValueError(f"downsample must be a bool, got {downsample!r}")
+        strides = (1, 2, 2) if downsample else (1, 1, 1)
         spatial = image_size
-        for stride in (1, 2, 2):
+        for stride in strides:
             spatial = (spatial + 2 - 3) // stride + 1
-        if spatial != IMAGE_SIZES[image_size]:  # pragma: no cover - guards the table against the formula
-            raise ValueError(f"image_size {image_size} gives {spatial} x {spatial}, not {IMAGE_SIZES[image_size]}")
+        expected = IMAGE_SIZES[image_size] if downsample else image_size
+        if spatial != expected:  # pragma: no cover - guards the table against the formula
+            raise ValueError(f"image_size {image_size} gives {spatial} x {spatial}, not {expected}")
         if not isinstance(fast, bool):
             raise ValueError(f"fast must be a bool, got {fast!r}")
         if kernel_init not in KERNEL_INITS:
@@ -320,7 +331,7 @@ class VanillaCNN(nn.Module):
             checkpoint_segments = None
 
         self.channels, self.depth, self.in_channels, self.num_classes = channels, depth, in_channels, num_classes
-        self.image_size, self.spatial_size = image_size, spatial
+        self.image_size, self.spatial_size, self.downsample = image_size, spatial, downsample
         self.kernel_init, self.v, self.fast = kernel_init, v, fast
         self.sigma_w2, self.sigma_b2 = sigma_w2, sigma_b2
         self.checkpoint_segments = checkpoint_segments
@@ -331,6 +342,7 @@ class VanillaCNN(nn.Module):
             "in_channels": in_channels,
             "num_classes": num_classes,
             "image_size": image_size,
+            "downsample": downsample,
             "kernel_init": kernel_init,
             "v": v,
             "sigma_w2": sigma_w2,
@@ -346,9 +358,8 @@ class VanillaCNN(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.stem = nn.ModuleList(
             [
-                nn.Conv2d(in_channels, channels, 3, stride=1, padding=1, **factory),
-                nn.Conv2d(channels, channels, 3, stride=2, padding=1, **factory),
-                nn.Conv2d(channels, channels, 3, stride=2, padding=1, **factory),
+                nn.Conv2d(c_in, channels, 3, stride=stride, padding=1, **factory)
+                for c_in, stride in zip((in_channels, channels, channels), strides, strict=True)
             ]
         )
         self.block: nn.Module | None = None
@@ -520,6 +531,7 @@ class ModelConfig:
     seed: int | None = None
     dtype: str = "float32"
     readout_scale: float | str = 1.0
+    downsample: bool = True
 
 
 _CONFIG_KEYS = tuple(f.name for f in fields(ModelConfig))
@@ -527,13 +539,13 @@ _CONFIG_KEYS = tuple(f.name for f in fields(ModelConfig))
 
 #: Keys added after results were stored: left out of :func:`model_config_defaults` (and so of a
 #: preset's configuration, which a stored job's key hashes) unless a configuration sets them.
-_LATER_KEYS = {"readout_scale": 1.0}
+_LATER_KEYS = {"readout_scale": 1.0, "downsample": True}
 
 
 def model_config_defaults() -> dict[str, Any]:
     """The default configuration as a plain dict (the keys :func:`build_model` accepts).
 
-    Keys of :data:`_LATER_KEYS` (``readout_scale``) are left out: absent means their default.
+    Keys of :data:`_LATER_KEYS` (``readout_scale``, ``downsample``) are left out: absent means their default.
     """
     return {k: v for k, v in asdict(ModelConfig()).items() if k not in _LATER_KEYS}
 
@@ -567,7 +579,8 @@ def build_model(config: dict[str, Any] | ModelConfig, *, device: torch.device | 
     ``q_star``, ``fast`` (bool), ``checkpoint_segments`` (int, ``"sqrt"`` or ``None``),
     ``seed`` (int; ``None`` draws one from torch's global generator),
     ``dtype`` (``"float32"`` or ``"float64"``), ``readout_scale`` (a number ``> 0``, default 1;
-    the string ``"auto"`` is resolved by :func:`signalprop.experiment.build_experiment_model`).
+    the string ``"auto"`` is resolved by :func:`signalprop.experiment.build_experiment_model`),
+    ``downsample`` (bool, default ``True``: stem strides 1, 2, 2; ``False``: 1, 1, 1).
 
     The model's ``config`` attribute holds the same keys with every default
     resolved (width, variances), so ``build_model(model.config)`` rebuilds it
@@ -612,6 +625,7 @@ def build_model(config: dict[str, Any] | ModelConfig, *, device: torch.device | 
         in_channels=cfg["in_channels"],
         num_classes=cfg["num_classes"],
         image_size=cfg["image_size"],
+        downsample=cfg["downsample"],
         kernel_init=cfg["kernel_init"],
         v=cfg["v"],
         sigma_w2=cfg["sigma_w2"],
