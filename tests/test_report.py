@@ -46,3 +46,20 @@ def test_round_to_error_and_its_errors():
         report.error_decimals(0.0)
     with pytest.raises(ValueError, match="estimate must be finite"):
         report.round_to_error(float("nan"), 0.1)
+
+
+def test_seed_mean_is_the_mean_and_the_half_width_of_the_95_percent_student_interval():
+    # 70, 74, 78 %: mean 74, sample sd 4, t(0.975, 2 d.o.f.) = 4.302653 (tables): half-width 9.94
+    assert report.seed_mean([0.70, 0.74, 0.78]) == report.format_pm(74.0, 4.302653 * 4 / 3**0.5)
+    assert report.seed_mean([0.70, 0.74, 0.78]) == "74 ± 10"
+    assert report.seed_mean([0.1, 0.1, 0.1]) == "10.0 (all 3 seeds)"  # no spread: no interval to print
+
+
+def test_seed_mean_of_one_or_no_seed():
+    assert report.seed_mean([0.778]) == "77.8 (1 seed)"
+    assert report.seed_mean([4.6e-5], single=".2g") == "0.0046 (1 seed)"
+    assert report.seed_mean([]) == "n/a"
+    with pytest.raises(ValueError, match="finite"):
+        report.seed_mean([float("nan")])
+    with pytest.raises(ValueError, match="finite"):
+        report.seed_mean([0.1, float("inf")])

@@ -10,9 +10,10 @@ rounding as the power of ten just above them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
-__all__ = ["significant", "power_of_ten_above", "error_decimals", "round_to_error", "format_pm", "glue_round",
-           "glue_bound", "glue_pm", "markdown_table"]
+__all__ = ["significant", "power_of_ten_above", "error_decimals", "round_to_error", "format_pm", "seed_mean",
+           "glue_round", "glue_bound", "glue_pm", "markdown_table"]
 
 
 def significant(value: float, digits: int = 4) -> float:
@@ -91,6 +92,34 @@ def format_pm(estimate: float, se: float, *, sep: str = " ± ") -> str:
     if d <= 0:
         return f"{est:.0f}{sep}{err:.0f}"
     return f"{est:.{d}f}{sep}{err:.{d}f}"
+
+
+def seed_mean(samples: Sequence[float], *, scale: float = 100.0, single: str = ".1f") -> str:
+    """``"77.8 ± 1.2"``: the mean of ``samples`` (one per seed) times ``scale`` and the half-width of its
+    95 % Student interval (:func:`signalprop.verdicts.mean_interval`), at the precision of that half-width.
+
+    One sample has no interval: it is printed alone in the format ``single`` with ``" (1 seed)"``;
+    equal samples are printed once with ``" (all n seeds)"``; no sample gives ``"n/a"``.
+    ``scale=100`` prints fractions as percentages.
+
+    Raises
+    ------
+    ValueError
+        A non-finite sample.
+    """
+    from signalprop import verdicts
+
+    x = [float(v) for v in samples]
+    if not x:
+        return "n/a"
+    if len(x) == 1:
+        if not math.isfinite(x[0]):
+            raise ValueError("samples must be finite")
+        return f"{scale * x[0]:{single}} (1 seed)"
+    iv = verdicts.mean_interval([scale * v for v in x])
+    if iv.high == iv.low:
+        return f"{scale * x[0]:{single}} (all {len(x)} seeds)"
+    return format_pm(iv.estimate, (iv.high - iv.low) / 2)
 
 
 def glue_round(name: str, value: float, digits: int = 4) -> None:
