@@ -35,6 +35,14 @@ def fig4a(preset):
     return [c for c in presets.configs(CHAPTER, preset) if c["meta"]["figure"] == "fig4a"]
 
 
+def figs_3_4(preset):
+    return [c for c in presets.configs(CHAPTER, preset) if c["meta"]["figure"] in ("fig3", "fig4a")]
+
+
+def no_downsampling(preset):
+    return [c for c in presets.configs(CHAPTER, preset) if c["meta"]["figure"] == "no_downsampling"]
+
+
 def test_registered():
     assert presets.module_for(CHAPTER) is gd
     for preset in presets.PRESETS:
@@ -56,7 +64,7 @@ def test_configs_are_distinct_and_labelled(preset):
     configs = presets.configs(CHAPTER, preset)
     assert len({config_key(c) for c in configs}) == len(configs)
     for c in configs:
-        assert c["meta"]["figure"] in ("fig3", "fig4a")
+        assert c["meta"]["figure"] in ("fig3", "fig4a", "no_downsampling")
         # critical parameters from q* = 1/depth: no variances fixed by the preset
         assert c["model"].get("sigma_w2") is None and c["model"].get("sigma_b2") is None
         assert c["model"].get("q_star") is None
@@ -89,8 +97,13 @@ def test_fig4a_is_the_gs_family(preset):
 
 
 def test_paper_preset_uses_the_papers_setting():
-    configs = presets.configs(CHAPTER, "paper")
-    for c in configs:
+    for c in presets.configs(CHAPTER, "paper"):
+        assert c["data"]["name"] == "cifar10"
+        assert "n_train" not in c["data"] and "n_test" not in c["data"]  # the full data set
+        assert c["model"]["in_channels"] == 3 and c["model"]["image_size"] == 32
+        depth = c["model"]["depth"]
+        assert c["model"]["channels"] == PAPER_WIDTH.get(depth, 256 if depth <= 256 else 128)
+    for c in figs_3_4("paper"):
         assert c["data"]["name"] == "cifar10"
         assert "n_train" not in c["data"] and "n_test" not in c["data"]  # the full data set
         assert c["model"]["in_channels"] == 3 and c["model"]["image_size"] == 32
@@ -105,13 +118,13 @@ def test_paper_preset_uses_the_papers_setting():
 
 
 def test_smoke_is_small():
-    configs = presets.configs(CHAPTER, "smoke")
-    assert len(configs) <= 12
+    assert len(figs_3_4("smoke")) <= 12
+    assert len(no_downsampling("smoke")) <= 4
     # The per-configuration limits of every smoke preset are checked in tests/test_presets.py.
 
 
 def test_cpu_is_fashion_mnist_within_budget():
-    configs = presets.configs(CHAPTER, "cpu")
+    configs = figs_3_4("cpu")
     seconds = 0.0
     for c in configs:
         assert c["data"]["name"] == "fashion-mnist"
@@ -126,3 +139,56 @@ def test_cpu_is_fashion_mnist_within_budget():
 def test_unknown_preset_raises():
     with pytest.raises(ValueError, match="preset"):
         gd.configs("gpu")
+
+
+# Xiao et al. (2018), section 3: "a 50 layers network without downsampling" (CIFAR-10, 89.90 % test accuracy)
+NO_DOWNSAMPLING_DEPTH = 50
+
+
+@pytest.mark.parametrize("preset", presets.PRESETS)
+def test_no_downsampling_pairs_the_stem_strides_with_everything_else_equal(preset):
+    configs = no_downsampling(preset)
+    cells: dict = {}
+    for c in configs:
+        m = c["model"]
+        assert m["kernel_init"] == "delta_orthogonal" and m["readout_scale"] == "auto"
+        assert m.get("downsample", True) is c["meta"]["downsample"]
+        if preset != "smoke":
+            assert m["depth"] == NO_DOWNSAMPLING_DEPTH
+        rates = c["train"]["lr_groups"]  # the depth ladder's rule, typed here
+        assert rates["stem"] == rates["readout"] == 1e-2 and rates["block_bias"] == 0.0
+        expected = 1e-2 / (9 * m["depth"]) if c["meta"]["variant"] == "trained" else 0.0
+        assert rates["block_weight"] == pytest.approx(expected)
+        stripped = {**c, "model": {k: v for k, v in m.items() if k != "downsample"},
+                    "train": {k: v for k, v in c["train"].items() if k != "checkpoint_every"}, "meta": None}
+        cells.setdefault((c["train"]["seed"], c["meta"]["variant"]), []).append(stripped)
+    # per seed and variant: one network with and one without downsampling, otherwise the same job
+    assert cells and all(len(v) == 2 and v[0] == v[1] for v in cells.values())
+    assert {variant for _, variant in cells} == {"trained", "frozen"}
+
+
+def test_no_downsampling_cpu_is_the_full_fashion_mnist_with_three_seeds():
+    configs = no_downsampling("cpu")
+    assert {c["train"]["seed"] for c in configs} == {0, 1, 2}
+    for c in configs:
+        assert c["data"]["name"] == "fashion-mnist"
+        assert c["data"].get("n_train") is None and c["data"].get("n_test") is None
+        assert c["train"]["steps"] >= 1500
+        if not c["meta"]["downsample"]:
+            assert 0 < c["train"]["checkpoint_every"] <= 25  # a job of about 15 minutes: resumable
+
+
+def test_no_downsampling_cpu_budget_by_a_multiply_accumulate_count():
+    # forward MACs per image: stem at full resolution (28 x 28 throughout without downsampling) plus L layers of
+    # c -> c 3 x 3 on the block's grid; training ~3x forward; records on the 2,000-image subset, the last on all
+    # 10,000 test images.  Measured: the 1,000-layer jobs of the orthogonal_vs_gaussian chapter (1.13e8 MAC per
+    # image) took about 20 min each, two at a time on this machine's two cores.  1.5e14 MAC allow 2.5 h of it.
+    total = 0.0
+    for config in no_downsampling("cpu"):
+        c, depth, t = config["model"]["channels"], config["model"]["depth"], config["train"]
+        side = 7 if config["meta"]["downsample"] else 28
+        stem = 9 * (28 * 28 * c + (14 if side == 7 else 28) ** 2 * c * c + side * side * c * c)
+        forward = stem + depth * 9 * side * side * c * c
+        evaluated = t["eval_subset"] * (t["steps"] // t["eval_every"]) + 10_000 + 512
+        total += 3 * forward * t["batch_size"] * t["steps"] + forward * evaluated
+    assert total <= 1.5e14

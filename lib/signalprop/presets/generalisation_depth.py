@@ -15,6 +15,14 @@ Every configuration carries ``meta = {"figure": "fig3" | "fig4a", "family": ...}
 so that the chapter can split the rows; ``family`` is the kernel name
 (``"orthogonal"``, ``"delta_orthogonal"``) or ``"GS<level>"``.
 
+A third group, ``meta["figure"] == "no_downsampling"``
+(:func:`no_downsampling_configs`), is the paper's 50-layer network without
+downsampling (its section 3; CIFAR-10, 89.90 % test accuracy): Delta-Orthogonal jobs of
+the depth ladder (:func:`signalprop.presets.depth_ladder.config`, the depth-scaled
+parameterisation, trained and with the block frozen) at depth 50, once with the stem's
+strides 1, 2, 2 and once with strides 1, 1, 1 (``downsample=False``), so that the deep
+block works on the whole image.
+
 Scales:
 
 * ``smoke``: synthetic-sized Fashion-MNIST subsets, depths 2 and 4, width 4, a few steps;
@@ -31,7 +39,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from signalprop import parameterisation
 from signalprop.models import gs_profile, paper_width
+from signalprop.presets import depth_ladder
 
 CHAPTER = "xiao2018/generalisation_depth"
 
@@ -51,6 +61,13 @@ FIG3_KERNELS = {
     "paper": ("orthogonal", "delta_orthogonal", "gaussian"),
 }
 GS_LEVELS = (0, 1, 2, 3, 4)
+
+#: Depth of the network without downsampling ("a 50 layers network without downsampling", Xiao et al. 2018, sec. 3).
+NO_DOWNSAMPLING_DEPTH = {"smoke": 2, "cpu": 50, "paper": 50}
+#: Seeds of the no-downsampling comparison.
+NO_DOWNSAMPLING_SEEDS = {"smoke": (0,), "cpu": (0, 1, 2), "paper": (0,)}
+#: Data set of the no-downsampling comparison (the paper: CIFAR-10).
+NO_DOWNSAMPLING_DATA = {"smoke": "fashion-mnist", "cpu": "fashion-mnist", "paper": "cifar10"}
 
 _DATA = {
     "smoke": {"name": "fashion-mnist", "n_train": 200, "n_test": 100, "subset_seed": 0, "stratified": True},
@@ -73,14 +90,19 @@ _CHANNELS = {"smoke": 4, "cpu": 16, "paper": None}  # None: paper_width(depth)
 
 DESCRIPTION = {
     "smoke": "Smoke test: Fashion-MNIST subsets of 200 training and 100 test images, width 4, depths 2 and 4, "
-             "GS0-GS4 at depth 4, 8 steps.",
+             "GS0-GS4 at depth 4, 8 steps; and the depth ladder's smoke jobs at depth 2 with and without "
+             "downsampling, trained and with the block frozen.",
     "cpu": "CPU scale: a stratified Fashion-MNIST subset of 300 training images (1,000 test images), width c = 16, "
            "uniform orthogonal and Delta-Orthogonal kernels at depths 4, 16 and 64, GS0-GS4 at depths 8 and 32, "
            "1,000 Adam steps (lr 2e-4) of batch 100 (333 epochs); the paper used CIFAR-10, c = 256 and depths "
-           "32 to 8,192.",
+           "32 to 8,192.  The 50-layer Delta-Orthogonal network with and without downsampling (stem strides 1, 2, 2 "
+           "or 1, 1, 1), trained and with the block frozen, 3 seeds: the depth ladder's settings (the full "
+           "Fashion-MNIST training set, 1,500 steps of batch 32, depth-scaled parameterisation).",
     "paper": "Paper scale: CIFAR-10 (50,000 training, 10,000 test images), c = 256 (depth <= 256) or 128, uniform "
              "orthogonal, uniform Gaussian and Delta-Orthogonal kernels at depths 32, 64, ..., 8192, GS0-GS4 at depths "
-             "32 and 256, 50,000 steps of batch 100 (step count and optimiser: our choice, the paper states neither).",
+             "32 and 256, 50,000 steps of batch 100 (step count and optimiser: our choice, the paper states neither).  "
+             "The 50-layer Delta-Orthogonal network with and without downsampling on CIFAR-10, c = 256, in the depth "
+             "ladder's paper settings.",
 }
 
 
@@ -103,8 +125,50 @@ def _data(preset: str) -> dict[str, Any]:
     return {k: v for k, v in _DATA[preset].items() if v is not None}
 
 
+def no_downsampling_configs(preset: str) -> list[dict[str, Any]]:
+    """The 50-layer networks with and without downsampling of ``preset``, seed-major.
+
+    Each is :func:`signalprop.presets.depth_ladder.config` at depth
+    :data:`NO_DOWNSAMPLING_DEPTH` (the ``cpu`` preset: the full Fashion-MNIST training set,
+    ``c = 16``, 1,500 steps of batch 32; ``paper``: CIFAR-10 at ``c = 256``), in the variants
+    ``"trained"`` and ``"frozen"``, with ``model.downsample`` left at its default (strides
+    1, 2, 2) or set to ``False`` (strides 1, 1, 1).  A ``cpu`` job without downsampling
+    costs about as much as a 1,000-layer job with it (16 times the positions per layer), so
+    it is checkpointed every 25 steps.
+
+    Raises
+    ------
+    ValueError
+        Unknown preset.
+    """
+    if preset not in NO_DOWNSAMPLING_DEPTH:
+        raise ValueError(f"preset must be one of {tuple(NO_DOWNSAMPLING_DEPTH)}, got {preset!r}")
+    out = []
+    for seed in NO_DOWNSAMPLING_SEEDS[preset]:
+        for downsample in (True, False):
+            for variant in parameterisation.VARIANTS:
+                c = depth_ladder.config(preset, NO_DOWNSAMPLING_DATA[preset], NO_DOWNSAMPLING_DEPTH[preset], seed,
+                                        variant)
+                if not downsample:
+                    c["model"]["downsample"] = False
+                    if preset == "cpu":
+                        c["train"]["checkpoint_every"] = 25
+                c["meta"] = {
+                    "chapter": CHAPTER,
+                    "preset": preset,
+                    "figure": "no_downsampling",
+                    "family": "delta_orthogonal",
+                    "downsample": downsample,
+                    "variant": variant,
+                    "critical": "q* = 1/depth (authors' demo)",
+                }
+                out.append(c)
+    return out
+
+
 def configs(preset: str) -> list[dict[str, Any]]:
-    """The experiments of ``preset``: the Fig. 3 depth ladders, then GS0-GS4 (Fig. 4a)."""
+    """The experiments of ``preset``: the Fig. 3 depth ladders, GS0-GS4 (Fig. 4a), then
+    the network without downsampling (:func:`no_downsampling_configs`)."""
     if preset not in DESCRIPTION:
         raise ValueError(f"preset must be one of {sorted(DESCRIPTION)}, got {preset!r}")
     out = []
@@ -124,4 +188,4 @@ def configs(preset: str) -> list[dict[str, Any]]:
                 "train": dict(_TRAIN[preset]),
                 "meta": {"figure": "fig4a", "family": f"GS{level}"},
             })
-    return out
+    return out + no_downsampling_configs(preset)
