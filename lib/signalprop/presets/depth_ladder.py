@@ -109,7 +109,8 @@ def config(preset: str, name: str, depth: int, seed: int, variant: str) -> dict[
 
     ``variant`` is ``"trained"``, ``"frozen"`` (:func:`rates`) or ``"demo"`` (the demo's
     parameterisation: one rate for every parameter, no read-out scale).  Other
-    chapters build on it (:mod:`signalprop.presets.orthogonal_vs_gaussian`).
+    chapters build on it (:mod:`signalprop.presets.orthogonal_vs_gaussian`,
+    :mod:`signalprop.presets.generalisation_depth`).
 
     Raises
     ------

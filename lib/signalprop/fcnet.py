@@ -1,0 +1,364 @@
+"""Constant-width fully connected networks of Chang (2019), with per-layer statistics.
+
+The network of Chang (2019), eq. (3.1)::
+
+    h_l = W_l x_{l-1} + b_l,   x_l = phi(h_l),   l = 1..L
+
+with ``N x N`` weights, one activation for all layers, zero initial biases and
+weights initialised with ``sigma_w2 mu_1 = 1`` (sections 3.1, 4.1 and 5.1): i.i.d.
+Gaussian entries of variance ``sigma_w2 / N`` ("scaled Gaussian") or a Haar
+orthogonal matrix scaled by ``sqrt(sigma_w2)`` ("orthogonal", Saxe et al. 2014).
+
+:class:`FCNet` is a ``torch.nn.Module``, so the training chapters can optimise it
+with SGD; :func:`layer_activations`, :func:`layer_vni`, :func:`weight_sigma_w2` and
+:func:`sigma_w2_mu1` read off the per-layer quantities of chapters 3 to 5:
+the VNI of every hidden layer (Figs. 3.5, 5.7) and ``sigma_w2 mu_1`` of trained
+weights (Figs. 5.5, 5.6).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import nn
+
+from signalprop import vni as _vni
+from signalprop.init import haar_orthogonal
+
+Array = NDArray[np.float64]
+
+__all__ = [
+    "FCNet",
+    "init_linear_",
+    "sample_inputs",
+    "layer_activations",
+    "layer_vni",
+    "weight_sigma_w2",
+    "sigma_w2_mu1",
+]
+
+#: Weight laws understood by :class:`FCNet` and :func:`init_linear_`.
+WEIGHT_LAWS = tuple(_vni.WEIGHT_LAWS)
+
+
+def _check_int(name: str, value: Any, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_law(weights: Any) -> str:
+    if not isinstance(weights, str) or weights.lower() not in WEIGHT_LAWS:
+        raise ValueError(f"unknown weights {weights!r}; known: {', '.join(WEIGHT_LAWS)}")
+    return weights.lower()
+
+
+def _check_positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def init_linear_(
+    layer: nn.Linear, weights: str, sigma_w2: float, generator: torch.Generator | None = None
+) -> nn.Linear:
+    """Initialise a linear layer in place as in Chang (2019): zero bias, ``Var[W_ij] = sigma_w2 / fan_in``.
+
+    ``"gaussian"``: i.i.d. ``N(0, sigma_w2 / fan_in)`` entries (the "scaled Gaussian" of the thesis,
+    section 3.1, assumption (2); ``sigma_w2 = N Var[W_ij]`` as in eq. (4.4)).  ``"orthogonal"``: a
+    Haar orthogonal matrix (QR with sign correction, :func:`signalprop.init.haar_orthogonal`)
+    scaled by ``sqrt(sigma_w2)``, so ``W W^T = sigma_w2 I`` for square layers.  For a non-square
+    layer (not in the thesis: our choice) the rows (``fan_out <= fan_in``) or columns
+    (``fan_out > fan_in``) are orthonormal, scaled so that the entries still have mean square
+    ``sigma_w2 / fan_in``.
+
+    Parameters
+    ----------
+    layer : torch.nn.Linear
+    weights : {"gaussian", "orthogonal"}
+    sigma_w2 : float
+        ``fan_in * Var[W_ij]``, > 0.
+    generator : torch.Generator, optional
+        Source of randomness (the draw is made in float64 and cast to the layer's dtype).
+
+    Returns
+    -------
+    torch.nn.Linear
+        ``layer``.
+    """
+    law = _check_law(weights)
+    sw = _check_positive("sigma_w2", sigma_w2)
+    fan_out, fan_in = layer.weight.shape
+    if law == "gaussian":
+        w = torch.randn((fan_out, fan_in), generator=generator, dtype=torch.float64) * math.sqrt(sw / fan_in)
+    else:
+        w = haar_orthogonal(max(fan_out, fan_in), generator=generator)[:fan_out, :fan_in]
+        w = w * math.sqrt(sw * max(1.0, fan_out / fan_in))
+    with torch.no_grad():
+        layer.weight.copy_(w.to(layer.weight.dtype))
+        if layer.bias is not None:
+            layer.bias.zero_()
+    return layer
+
+
+class FCNet(nn.Module):
+    """Fully connected network of constant width: Chang (2019), eq. (3.1).
+
+    ``depth`` hidden layers ``h_l = W_l x_{l-1} + b_l``, ``x_l = phi(h_l)`` of width ``width``,
+    optionally followed by a linear readout (no activation) for classification.
+
+    Initialisation (Chang 2019, sections 3.1 and 5.1): zero biases and ``sigma_w2 mu_1 = 1``
+    with ``mu_1 = E[phi'(h)**2]``, ``h ~ N(0, q)`` (:func:`signalprop.vni.moments`), Gaussian
+    or orthogonal weights (:func:`init_linear_`).  The thesis's section on the initialisation
+    (4.2) is missing from the text; at which pre-activation variance ``mu_1`` is evaluated is
+    not stated (our choice: ``q``, default 0.1, the input variance of the thesis's synthetic
+    inputs ``x_0 ~ N(0, 0.1)``, Fig. 3.2).  This gives ``sigma_w2 = 1`` (linear), 2 (ReLU),
+    1.00157 (hard-tanh) and 1.17757 (tanh).  Pass ``sigma_w2`` to override, e.g.
+    ``sigma_w2=1.0`` for tanh in the ``q -> 0`` limit (``q = 0`` is the only zero-bias fixed
+    point with ``sigma_w2 mu_1 = 1`` for tanh and hard-tanh).
+
+    Parameters
+    ----------
+    width : int
+        ``N``, the width of every hidden layer.
+    depth : int
+        ``L``, the number of hidden layers (each with the activation); the readout is not counted.
+    activation : str, Activation or callable
+        Any name of :mod:`signalprop.activations` (``"tanh"``, ``"hardtanh"``, ``"relu"``,
+        ``"linear"``, ``"erf"``; ``"hard_tanh"`` is accepted), or a callable on torch tensors.
+    weights : {"gaussian", "orthogonal"}
+    q : float
+        Pre-activation variance at which ``mu_1`` is evaluated for the initialisation, > 0.
+    sigma_w2 : float, optional
+        ``N Var[W_ij]`` of the hidden layers; default ``1 / mu_1(q)``.
+    in_features : int, optional
+        Input dimension of the first layer (default ``width``, the thesis's ``N x N`` setting;
+        e.g. 784 for MNIST).  Its weights have variance ``sigma_w2 / in_features``.
+    out_features : int, optional
+        If given, a linear readout ``width -> out_features`` with the same weight law,
+        ``sigma_w2 = 1`` (the identity has ``mu_1 = 1``; our choice) and zero bias.
+    seed : int
+        Seed of the initialisation (a private ``torch.Generator``; the global RNG is untouched).
+    dtype : torch.dtype
+        Parameter dtype (float32 for training, float64 for exact checks).
+
+    Attributes
+    ----------
+    layers : torch.nn.ModuleList
+        The ``depth`` hidden ``nn.Linear`` layers.
+    readout : torch.nn.Linear or None
+    act : signalprop.activations.Activation
+    sigma_w2, mu_1 : float
+        The initialisation's ``sigma_w2`` and ``mu_1(q)``.
+
+    Raises
+    ------
+    ValueError
+        For non-positive or non-integer sizes, an unknown activation or law, ``q <= 0`` or
+        ``sigma_w2 <= 0``.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        depth: int,
+        activation: Any = "tanh",
+        weights: str = "gaussian",
+        *,
+        q: float = 0.1,
+        sigma_w2: float | None = None,
+        in_features: int | None = None,
+        out_features: int | None = None,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        self.width = _check_int("width", width)
+        self.depth = _check_int("depth", depth)
+        self.in_features = self.width if in_features is None else _check_int("in_features", in_features)
+        self.out_features = None if out_features is None else _check_int("out_features", out_features)
+        self.weights = _check_law(weights)
+        self.q = _check_positive("q", q)
+        self.act = _vni._activation(activation)
+        self.mu_1 = float(_vni.moments(self.act, self.q)[0])
+        self.sigma_w2 = 1.0 / self.mu_1 if sigma_w2 is None else _check_positive("sigma_w2", sigma_w2)
+        self.seed = _check_int("seed", seed, minimum=0)
+        sizes = [self.in_features] + [self.width] * self.depth
+        with torch.random.fork_rng(devices=[]):  # nn.Linear's own default init must not advance the global RNG
+            self.layers = nn.ModuleList(
+                nn.Linear(a, b, bias=True, dtype=dtype) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            )
+            self.readout = None if self.out_features is None else nn.Linear(self.width, self.out_features, dtype=dtype)
+        self.reset_parameters()
+
+    def reset_parameters(self, seed: int | None = None) -> None:
+        """Re-draw all weights (zero biases) from ``seed`` (default: the constructor's)."""
+        g = torch.Generator().manual_seed(self.seed if seed is None else _check_int("seed", seed, minimum=0))
+        for layer in self.layers:
+            init_linear_(layer, self.weights, self.sigma_w2, generator=g)
+        if self.readout is not None:
+            init_linear_(self.readout, self.weights, 1.0, generator=g)
+
+    def extra_repr(self) -> str:
+        return (
+            f"width={self.width}, depth={self.depth}, activation={self.act.name!r}, weights={self.weights!r}, "
+            f"sigma_w2={self.sigma_w2:.6g}, in_features={self.in_features}, out_features={self.out_features}"
+        )
+
+    def hidden(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(h_l, x_l)`` for ``l = 1..L``, eq. (3.1), one layer at a time (nothing is stored)."""
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x must have shape (batch, {self.in_features}), got {tuple(x.shape)}")
+        for layer in self.layers:
+            h = layer(x)
+            x = self.act.torch_fn(h)
+            yield h, x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x_L`` (or the readout of ``x_L`` if the network has one) for a batch ``x`` of shape (M, in_features)."""
+        out = x
+        for _, a in self.hidden(x):
+            out = a
+        return out if self.readout is None else self.readout(out)
+
+
+def sample_inputs(
+    n_inputs: int, n_features: int, variance: float = 0.1, *, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """``n_inputs`` i.i.d. inputs ``x_0 ~ N(0, variance I)``: the synthetic inputs of Chang (2019), Figs. 3.2 and 3.6.
+
+    Returns a tensor of shape ``(n_inputs, n_features)``.
+    """
+    n = _check_int("n_inputs", n_inputs)
+    f = _check_int("n_features", n_features)
+    v = _check_positive("variance", variance)
+    g = torch.Generator().manual_seed(_check_int("seed", seed, minimum=0))
+    return (torch.randn((n, f), generator=g, dtype=torch.float64) * math.sqrt(v)).to(dtype)
+
+
+def _batch(net: FCNet, x: Any) -> torch.Tensor:
+    if not isinstance(net, FCNet):
+        raise ValueError(f"net must be an FCNet, got {type(net).__name__}")
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(np.asarray(x, dtype=float))
+    if x.ndim != 2 or x.shape[1] != net.in_features:
+        raise ValueError(f"x must have shape (batch, {net.in_features}), got {tuple(x.shape)}")
+    if x.shape[0] < 1:
+        raise ValueError("x must hold at least one input")
+    return x.to(net.layers[0].weight.dtype)
+
+
+@torch.no_grad()
+def layer_activations(net: FCNet, x: Any, *, pre_activations: bool = False) -> list[torch.Tensor]:
+    """Per-layer nodes ``[x_1, ..., x_L]`` (or ``[h_1, ..., h_L]``) for a batch of inputs: eq. (3.1).
+
+    Parameters
+    ----------
+    net : FCNet
+    x : torch.Tensor or array_like, shape (M, in_features)
+        The inputs ``x_0``, one per row.
+    pre_activations : bool
+        Return ``h_l`` instead of ``x_l = phi(h_l)``.
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``depth`` tensors of shape ``(M, width)`` (rows: inputs, columns: nodes), without gradient.
+        For wide and deep networks this is large (``M L N`` numbers); :func:`layer_vni` and
+        :func:`sigma_w2_mu1` run layer by layer instead.
+    """
+    x = _batch(net, x)
+    return [h if pre_activations else a for h, a in net.hidden(x)]
+
+
+@torch.no_grad()
+def layer_vni(net: FCNet, x: Any, *, pre_activations: bool = False) -> Array:
+    """VNI ``R_sq`` (Chang 2019, eqs. (3.4)/(3.5)) of every hidden layer for the inputs ``x``.
+
+    Computed on the nodes ``x_l = phi(h_l)`` of eq. (3.2) (``h_l`` with ``pre_activations``), in
+    float64, layer by layer, by :func:`signalprop.vni.vni` (rows of ``x`` are the inputs over
+    which correlations are taken).  The readout, if any, is not included.
+
+    Returns
+    -------
+    ndarray, shape (depth,)
+        Entry ``l - 1`` is ``R_sq`` of layer ``l``; entry ``depth - 1`` is the output-layer VNI of
+        the thesis (Figs. 3.2, 3.4).
+
+    Raises
+    ------
+    ValueError
+        For a batch of fewer than 2 inputs, or a layer whose nodes are all constant.
+    """
+    x = _batch(net, x)
+    return np.array([_vni.vni(h if pre_activations else a) for h, a in net.hidden(x)])
+
+
+@torch.no_grad()
+def weight_sigma_w2(net: FCNet) -> Array:
+    """Estimate ``sigma_w2 = fan_in * Var[W_ij]`` of every hidden layer: Chang (2019), eq. (4.4).
+
+    Estimator: ``fan_in`` times the variance of the layer's ``fan_out * fan_in`` weight entries
+    about their own mean (denominator ``fan_out * fan_in``).  The thesis (section 5.2) reports
+    ``sigma_w2`` "the variance of weights at each layer" of trained models without saying how it
+    was estimated (our choice).  For ``N x N`` Gaussian weights its relative standard error is
+    ``sqrt(2) / N``.
+
+    Returns
+    -------
+    ndarray, shape (depth,)
+    """
+    if not isinstance(net, FCNet):
+        raise ValueError(f"net must be an FCNet, got {type(net).__name__}")
+    out = []
+    for layer in net.layers:
+        w = layer.weight.detach().double()
+        out.append(w.shape[1] * float(torch.var(w, correction=0)))
+    return np.array(out)
+
+
+@torch.no_grad()
+def sigma_w2_mu1(net: FCNet, x: Any, *, estimator: str = "empirical") -> Array:
+    """Per-layer ``sigma_w2 mu_1`` of a (trained) network on inputs ``x``: Chang (2019), eqs. (4.4)-(4.5).
+
+    The quantity of Figs. 5.5 and 5.6 (1 means neither vanishing nor exploding gradients).
+
+    ``sigma_w2`` is estimated by :func:`weight_sigma_w2`.  ``mu_1`` (the thesis does not say how
+    it was estimated for trained weights; our choice, selected by ``estimator``):
+
+    * ``"empirical"`` (default): the mean of ``phi'(h_l)**2`` over the inputs and nodes of layer
+      ``l``, ``h_l`` its pre-activations for the inputs ``x`` (what ``mu_1`` is when the
+      pre-activations are not Gaussian);
+    * ``"gaussian"``: ``mu_1(q_l) = E[phi'(h)**2]``, ``h ~ N(0, q_l)`` (:func:`signalprop.vni.moments`),
+      with ``q_l`` the mean of ``h_l**2`` over the inputs and nodes.
+
+    Parameters
+    ----------
+    net : FCNet
+    x : torch.Tensor or array_like, shape (M, in_features)
+    estimator : {"empirical", "gaussian"}
+
+    Returns
+    -------
+    ndarray, shape (depth,)
+        1 at the thesis's initialisation (up to sampling error and the drift of ``q_l`` with depth).
+    """
+    if estimator not in ("empirical", "gaussian"):
+        raise ValueError(f"estimator must be 'empirical' or 'gaussian', got {estimator!r}")
+    x = _batch(net, x)
+    sw = weight_sigma_w2(net)
+    mu = []
+    for h, _ in net.hidden(x):
+        hs = h.detach().cpu().double().numpy()
+        if estimator == "empirical":
+            mu.append(float(np.mean(net.act.dphi(hs) ** 2)))
+        else:
+            mu.append(float(_vni.moments(net.act, float(np.mean(hs * hs)))[0]))
+    return sw * np.array(mu)
