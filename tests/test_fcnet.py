@@ -181,6 +181,47 @@ def test_layer_vni_matches_vni_of_each_layer_and_eq_3_7():
     np.testing.assert_allclose(fcnet.layer_vni(net, fcnet.sample_inputs(m, n, 0.1, seed=9)), 0.006, atol=5e-4)
 
 
+def test_layer_vni_at_chosen_depths_is_the_same_as_at_all_layers():
+    net = fcnet.FCNet(12, 9, "tanh", "gaussian", seed=4, dtype=torch.float64)
+    x = fcnet.sample_inputs(50, 12, 0.5, seed=5, dtype=torch.float64)
+    for pre in (False, True):
+        full = fcnet.layer_vni(net, x, pre_activations=pre)
+        got = fcnet.layer_vni(net, x, pre_activations=pre, depths=[7, 2, 9])
+        np.testing.assert_array_equal(got, full[[6, 1, 8]])
+    assert fcnet.layer_vni(net, x, depths=np.array([3])).shape == (1,)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "hardtanh", "relu", "linear"])
+def test_jacobians_match_automatic_differentiation(activation):
+    # A rectangular first layer, non-zero biases and inputs large enough to reach the kinks' both sides.
+    net = fcnet.FCNet(9, 4, activation, "gaussian", in_features=6, seed=2, dtype=torch.float64)
+    with torch.no_grad():
+        for layer in net.layers:
+            layer.bias.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+    x0 = torch.from_numpy(np.random.default_rng(1).normal(0, 1.5, 6))
+    got = fcnet.jacobians(net, x0, depths=[2, 4, 1])
+    for depth, jac in zip([2, 4, 1], got, strict=True):
+
+        def partial(x, depth=depth):
+            for layer in net.layers[:depth]:
+                x = net.act.torch_fn(layer(x))
+            return x
+
+        expected = torch.autograd.functional.jacobian(partial, x0).numpy()
+        assert jac.shape == (9, 6)
+        np.testing.assert_allclose(jac, expected, rtol=1e-12, atol=1e-12)
+    # default: the end-to-end Jacobian; a (1, in_features) input works too
+    np.testing.assert_allclose(fcnet.jacobians(net, x0.reshape(1, -1))[0], got[1], rtol=1e-14, atol=0)
+
+
+def test_jacobian_of_a_linear_network_is_the_product_of_its_weights():
+    net = fcnet.FCNet(7, 3, "linear", "orthogonal", seed=0)
+    (jac,) = fcnet.jacobians(net, np.ones(7))
+    w = [layer.weight.detach().double().numpy() for layer in net.layers]
+    np.testing.assert_allclose(jac, w[2] @ w[1] @ w[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(jac @ jac.T, np.eye(7), atol=1e-6)  # float32 weights, orthogonal product
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -212,6 +253,15 @@ def test_statistics_reject_bad_input():
         net(torch.zeros(10))
     with pytest.raises(ValueError, match="2 inputs"):
         fcnet.layer_vni(net, torch.ones(1, 8))
+    for bad in ([0], [3], [], [True], "ab", 2):
+        with pytest.raises(ValueError, match="depths"):
+            fcnet.layer_vni(net, torch.randn(5, 8), depths=bad)
+        with pytest.raises(ValueError, match="depths"):
+            fcnet.jacobians(net, torch.zeros(8), depths=bad)
+    with pytest.raises(ValueError, match="one input"):
+        fcnet.jacobians(net, torch.zeros(2, 8))
+    with pytest.raises(ValueError, match="FCNet"):
+        fcnet.jacobians(torch.nn.Linear(3, 3), torch.zeros(3))
     with pytest.raises(ValueError, match="estimator"):
         fcnet.sigma_w2_mu1(net, torch.ones(4, 8), estimator="median")
     with pytest.raises(ValueError, match="FCNet"):

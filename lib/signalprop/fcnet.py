@@ -10,9 +10,10 @@ Gaussian entries of variance ``sigma_w2 / N`` ("scaled Gaussian") or a Haar
 orthogonal matrix scaled by ``sqrt(sigma_w2)`` ("orthogonal", Saxe et al. 2014).
 
 :class:`FCNet` is a ``torch.nn.Module``, so the training chapters can optimise it
-with SGD; :func:`layer_activations`, :func:`layer_vni`, :func:`weight_sigma_w2` and
+with SGD; :func:`layer_activations`, :func:`layer_vni`, :func:`jacobians`, :func:`weight_sigma_w2` and
 :func:`sigma_w2_mu1` read off the per-layer quantities of chapters 3 to 5:
-the VNI of every hidden layer (Figs. 3.5, 5.7) and ``sigma_w2 mu_1`` of trained
+the VNI of every hidden layer (Figs. 3.2, 3.5, 5.7), the input-output Jacobian of
+eq. (3.6) and ``sigma_w2 mu_1`` of trained
 weights (Figs. 5.5, 5.6).
 """
 
@@ -38,6 +39,7 @@ __all__ = [
     "sample_inputs",
     "layer_activations",
     "layer_vni",
+    "jacobians",
     "weight_sigma_w2",
     "sigma_w2_mu1",
 ]
@@ -278,27 +280,118 @@ def layer_activations(net: FCNet, x: Any, *, pre_activations: bool = False) -> l
     return [h if pre_activations else a for h, a in net.hidden(x)]
 
 
+def _check_depths(net: FCNet, depths: Any) -> list[int]:
+    """``depths`` as a non-empty list of layer indices in ``1..net.depth`` (order kept)."""
+    try:
+        out = list(depths)
+    except TypeError:
+        raise ValueError(f"depths must be a sequence of integers, got {depths!r}") from None
+    if not out:
+        raise ValueError("depths must name at least one layer")
+    for d in out:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or not 1 <= d <= net.depth:
+            raise ValueError(f"depths must be integers in 1..{net.depth}, got {d!r}")
+    return [int(d) for d in out]
+
+
 @torch.no_grad()
-def layer_vni(net: FCNet, x: Any, *, pre_activations: bool = False) -> Array:
+def layer_vni(net: FCNet, x: Any, *, pre_activations: bool = False, depths: Any = None) -> Array:
     """VNI ``R_sq`` (Chang 2019, eqs. (3.4)/(3.5)) of every hidden layer for the inputs ``x``.
 
     Computed on the nodes ``x_l = phi(h_l)`` of eq. (3.2) (``h_l`` with ``pre_activations``), in
     float64, layer by layer, by :func:`signalprop.vni.vni` (rows of ``x`` are the inputs over
     which correlations are taken).  The readout, if any, is not included.
 
+    Parameters
+    ----------
+    net : FCNet
+    x : torch.Tensor or array_like, shape (M, in_features)
+    pre_activations : bool
+        Use ``h_l`` instead of ``x_l``.
+    depths : sequence of int, optional
+        Only these layers (``1..net.depth``, in the order given); the forward pass stops at the
+        deepest of them.  Layer ``l`` of a depth-``L`` network is a depth-``l`` network of its own
+        (its first ``l`` layers), so one deep network gives the VNI at several depths; the
+        ``R_sq`` computation, as costly as a layer's forward pass, is skipped at the other layers.
+
     Returns
     -------
-    ndarray, shape (depth,)
-        Entry ``l - 1`` is ``R_sq`` of layer ``l``; entry ``depth - 1`` is the output-layer VNI of
-        the thesis (Figs. 3.2, 3.4).
+    ndarray, shape (depth,) or (len(depths),)
+        Entry ``l - 1`` is ``R_sq`` of layer ``l`` (entry ``k`` is that of layer ``depths[k]``);
+        the entry of layer ``depth`` is the output-layer VNI of the thesis (Figs. 3.2, 3.4).
 
     Raises
     ------
     ValueError
-        For a batch of fewer than 2 inputs, or a layer whose nodes are all constant.
+        For a batch of fewer than 2 inputs, a layer whose nodes are all constant, or ``depths``
+        outside ``1..net.depth``.
     """
     x = _batch(net, x)
-    return np.array([_vni.vni(h if pre_activations else a) for h, a in net.hidden(x)])
+    if depths is None:
+        return np.array([_vni.vni(h if pre_activations else a) for h, a in net.hidden(x)])
+    wanted = _check_depths(net, depths)
+    found: dict[int, float] = {}
+    for layer, (h, a) in enumerate(net.hidden(x), start=1):
+        if layer in wanted:
+            found[layer] = _vni.vni(h if pre_activations else a)
+        if layer == max(wanted):
+            break
+    return np.array([found[d] for d in wanted])
+
+
+@torch.no_grad()
+def jacobians(net: FCNet, x: Any, *, depths: Any = None) -> list[Array]:
+    """Input-output Jacobians ``J_l = dx_l / dx_0 = D_l W_l ... D_1 W_1`` at one input: Chang (2019), section 3.1.
+
+    ``D_l = diag(phi'(h_l))`` holds the slopes of the activation at the pre-activations ``h_l`` of
+    the input ``x``, so ``J_l`` is the Jacobian of the map ``x_0 -> x_l`` of eq. (3.1) at ``x``
+    (biases included in ``h_l``; they do not enter ``J_l`` otherwise).  Its singular values are
+    what eq. (3.6) needs: ``signalprop.vni.vni_from_jacobian(J_l)``.  Computed in float64 from the
+    stored weights, whatever the network's dtype, by the product above (one ``N x N`` by
+    ``N x in_features`` product per layer).  At a kink of ``phi`` (ReLU at 0, hard-tanh at +-1)
+    the slope is the one :attr:`signalprop.activations.Activation.dphi` assigns there.
+
+    Parameters
+    ----------
+    net : FCNet
+    x : torch.Tensor or array_like, shape (in_features,) or (1, in_features)
+        The input ``x_0`` at which the slopes are taken.
+    depths : sequence of int, optional
+        Layers ``l`` (``1..net.depth``) whose Jacobian is returned, in the order given; default
+        ``(net.depth,)``, the end-to-end Jacobian.
+
+    Returns
+    -------
+    list of ndarray
+        One float64 array of shape ``(width, in_features)`` per entry of ``depths``.
+
+    Raises
+    ------
+    ValueError
+        ``x`` is not one input of ``in_features`` numbers, or ``depths`` is outside ``1..net.depth``.
+    """
+    if not isinstance(net, FCNet):
+        raise ValueError(f"net must be an FCNet, got {type(net).__name__}")
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().double().numpy()
+    xv = np.asarray(x, dtype=float)
+    if xv.ndim == 2 and xv.shape[0] == 1:
+        xv = xv[0]
+    if xv.shape != (net.in_features,):
+        raise ValueError(f"x must be one input of shape ({net.in_features},), got {np.shape(x)}")
+    wanted = [net.depth] if depths is None else _check_depths(net, depths)
+    out: dict[int, Array] = {}
+    jac = np.eye(net.in_features)
+    for layer, lin in enumerate(net.layers, start=1):
+        w = lin.weight.detach().cpu().double().numpy()
+        h = w @ xv + lin.bias.detach().cpu().double().numpy()
+        jac = net.act.dphi(h)[:, None] * (w @ jac)
+        xv = net.act.phi(h)
+        if layer in wanted:
+            out[layer] = jac.copy()
+        if layer == max(wanted):
+            break
+    return [out[d] for d in wanted]
 
 
 @torch.no_grad()
