@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 from pathlib import Path
 
 import pytest
@@ -31,3 +32,16 @@ def decimal_tolerance(text: str) -> float:
 @pytest.fixture(scope="session")
 def table():
     return _rows
+
+
+@pytest.fixture
+def ray_local(monkeypatch):
+    """A Ray instance in local mode (tasks run in this process) for the duration of a test."""
+    ray = pytest.importorskip("ray")
+    # Ray 2.54 warns (FutureWarning) that it will stop overriding CUDA_VISIBLE_DEVICES for
+    # tasks with num_gpus=0 unless this is set; setting it opts in to the future behaviour.
+    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    ray.init(local_mode=True, num_cpus=1, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+    gc.collect()  # Ray leaves closed-process handles and /dev/null files to the collector: collect them here

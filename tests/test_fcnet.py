@@ -270,3 +270,68 @@ def test_statistics_reject_bad_input():
         fcnet.sample_inputs(4, 4, variance=0.0)
     with pytest.raises(ValueError, match="weights"):
         fcnet.init_linear_(torch.nn.Linear(3, 3), "uniform", 1.0)
+
+
+# --- classification: flattened images and the statistics recorded while training -------------------------------
+
+
+def test_flatten_input_accepts_images_and_gives_the_flat_network():
+    flat = fcnet.FCNet(6, 3, "tanh", in_features=12, out_features=4, seed=3)
+    images = fcnet.FCNet(6, 3, "tanh", in_features=12, out_features=4, seed=3, flatten_input=True)
+    x = torch.randn(5, 1, 3, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(images(x), flat(x.reshape(5, 12)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="shape"):
+        flat(x)
+    with pytest.raises(ValueError, match="flatten_input"):
+        fcnet.FCNet(6, 3, flatten_input=1)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_probe_statistics_are_the_per_layer_vni_and_sigma_w2_mu1(activation):
+    net = fcnet.FCNet(20, 4, activation, "gaussian", in_features=12, out_features=3, seed=1, flatten_input=True,
+                      dtype=torch.float64)
+    x = torch.randn(64, 1, 3, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    stats = net.probe_statistics(x)
+    # oracle: eq. (3.4) as a weighted mean of squared correlations, on a NumPy forward pass
+    acts = numpy_forward(net, x.reshape(64, 12).numpy(), PHI[activation])
+    for got, a in zip(stats["vni"], acts, strict=True):
+        c = np.cov(a, rowvar=False, bias=True)
+        alive = np.diag(c) > 0  # a node constant over the inputs has zero weight sigma_i^2 sigma_j^2 in eq. (3.4)
+        c = c[np.ix_(alive, alive)]
+        s2 = np.diag(c)
+        rho2 = c**2 / np.outer(s2, s2)
+        w = np.outer(s2, s2)
+        assert got == pytest.approx(float((rho2 * w).sum() / w.sum()), rel=1e-10)
+    # oracle: fan_in * np.var(W) times the mean squared slope phi'(h)^2 of the layer
+    dphi2 = {"tanh": lambda h: np.cosh(h) ** -4, "relu": lambda h: (h > 0).astype(float)}[activation]
+    h = x.reshape(64, 12).numpy()
+    for got, layer in zip(stats["sigma_w2_mu1"], net.layers, strict=True):
+        w, b = layer.weight.detach().numpy(), layer.bias.detach().numpy()
+        pre = h @ w.T + b
+        assert got == pytest.approx(w.shape[1] * np.var(w) * float(np.mean(dphi2(pre))), rel=1e-10)
+        h = PHI[activation](pre)
+
+
+def test_probe_statistics_of_a_dead_layer_are_none():
+    net = fcnet.FCNet(5, 2, "relu", in_features=4, seed=0)
+    with torch.no_grad():
+        net.layers[0].weight.zero_()
+        net.layers[0].bias.fill_(-1.0)  # every ReLU of layer 1 (and so of layer 2) is off for every input
+    stats = net.probe_statistics(torch.randn(10, 4))
+    assert stats["vni"] == [None, None]
+
+
+def test_training_records_the_probe_statistics():
+    from signalprop import train
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(60, 1, 2, 4, generator=g), torch.randint(0, 3, (60,), generator=g)
+    net = fcnet.FCNet(10, 3, "tanh", in_features=8, out_features=3, seed=0, flatten_input=True)
+    cfg = train.TrainConfig(optimizer="sgd", lr=0.1, batch_size=20, steps=4, eval_every=2)
+    out = train.train(net, (x[:40], y[:40]), (x[40:], y[40:]), cfg, progress=False)
+    assert [r["step"] for r in out["history"]] == [0, 2, 4]
+    for record in out["history"]:
+        assert len(record["vni"]) == len(record["sigma_w2_mu1"]) == 3
+    # the last record's statistics are those of the trained network on the probe (the held-out images)
+    expected = net.probe_statistics(x[40:])
+    assert out["history"][-1]["vni"] == pytest.approx(expected["vni"], rel=1e-6)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import gc
 import hashlib
 import json
 import os
@@ -263,18 +262,6 @@ def test_an_error_in_a_worker_propagates_after_the_other_jobs(tmp_path):
 
 
 # --- Ray -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def ray_local(monkeypatch):
-    ray = pytest.importorskip("ray")
-    # Ray 2.54 warns (FutureWarning) that it will stop overriding CUDA_VISIBLE_DEVICES for
-    # tasks with num_gpus=0 unless this is set; setting it opts in to the future behaviour.
-    monkeypatch.setenv("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    ray.init(local_mode=True, num_cpus=1, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-    gc.collect()  # Ray leaves closed-process handles and /dev/null files to the collector: collect them here
 
 
 @pytest.mark.slow

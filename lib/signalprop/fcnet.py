@@ -150,6 +150,10 @@ class FCNet(nn.Module):
         Seed of the initialisation (a private ``torch.Generator``; the global RNG is untouched).
     dtype : torch.dtype
         Parameter dtype (float32 for training, float64 for exact checks).
+    flatten_input : bool
+        Accept batches of any shape ``(batch, ...)`` and flatten each input to ``in_features``
+        numbers (images for classification, e.g. ``(batch, 1, 28, 28)`` with ``in_features=784``).
+        Default False: inputs must already have shape ``(batch, in_features)``.
 
     Attributes
     ----------
@@ -180,8 +184,12 @@ class FCNet(nn.Module):
         out_features: int | None = None,
         seed: int = 0,
         dtype: torch.dtype = torch.float32,
+        flatten_input: bool = False,
     ) -> None:
         super().__init__()
+        if not isinstance(flatten_input, bool):
+            raise ValueError(f"flatten_input must be True or False, got {flatten_input!r}")
+        self.flatten_input = flatten_input
         self.width = _check_int("width", width)
         self.depth = _check_int("depth", depth)
         self.in_features = self.width if in_features is None else _check_int("in_features", in_features)
@@ -216,6 +224,8 @@ class FCNet(nn.Module):
 
     def hidden(self, x: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(h_l, x_l)`` for ``l = 1..L``, eq. (3.1), one layer at a time (nothing is stored)."""
+        if self.flatten_input and x.ndim > 2:
+            x = x.flatten(1)
         if x.ndim != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (batch, {self.in_features}), got {tuple(x.shape)}")
         for layer in self.layers:
@@ -229,6 +239,35 @@ class FCNet(nn.Module):
         for _, a in self.hidden(x):
             out = a
         return out if self.readout is None else self.readout(out)
+
+    @torch.no_grad()
+    def probe_statistics(self, x: torch.Tensor) -> dict[str, list[float | None]]:
+        """Per-layer ``R_sq`` and ``sigma_w2 mu_1`` on a batch ``x`` (rows: inputs), for the training history.
+
+        :func:`signalprop.train.train` calls this at every record on its probe batch (the first
+        held-out images), so a run's history holds the quantities of Chang (2019), Figs. 3.4, 3.5
+        (``"vni"``: :func:`layer_vni`, eqs. (3.4)/(3.5), entry ``l - 1`` for hidden layer ``l``) and
+        5.5-5.7 (``"sigma_w2_mu1"``: :func:`sigma_w2_mu1` with the empirical ``mu_1``, eq. (4.5)).
+
+        Returns
+        -------
+        dict
+            ``{"vni": [...], "sigma_w2_mu1": [...]}``, each a list of ``depth`` floats; ``None``
+            where the value is undefined (a layer whose nodes are all constant over ``x``, or
+            non-finite weights).
+        """
+        if self.flatten_input and x.ndim > 2:
+            x = x.flatten(1)
+        x = _batch(self, x)
+        rsq: list[float | None] = []
+        for _, a in self.hidden(x):
+            try:
+                v = _vni.vni(a)
+            except ValueError:  # every node of the layer constant over the batch (e.g. dead ReLUs)
+                v = math.nan
+            rsq.append(float(v) if math.isfinite(v) else None)
+        swm = [float(v) if math.isfinite(v) else None for v in sigma_w2_mu1(self, x)]
+        return {"vni": rsq, "sigma_w2_mu1": swm}
 
 
 def sample_inputs(

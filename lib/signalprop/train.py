@@ -19,7 +19,10 @@ connections.  This module is that training loop and nothing more:
   previous record, the loss and accuracy on the held-out set (on a fixed subset
   of it before the last step when ``eval_subset`` is set), the relative change of
   every parameter group since initialisation and, for models with ``features``,
-  the mean square of the pooled features on the first held-out images;
+  the mean square of the pooled features on the first held-out images (the
+  probe); a model with a ``probe_statistics(probe) -> dict`` method adds its
+  entries (e.g. the per-layer vanishing node indicator of
+  :meth:`signalprop.fcnet.FCNet.probe_statistics`);
 * ``lr_groups`` gives parameter groups their own learning rates, 0 freezing a group
   (:mod:`signalprop.parameterisation` derives the rates of the deep block);
 * a non-finite loss (training minibatch or held-out set) stops the run with
@@ -514,6 +517,16 @@ def train(
                 model.eval()
                 out["feature_mean_square"] = float((model.features(probe).double() ** 2).mean())
                 model.train(was_training)
+        if hasattr(model, "probe_statistics"):
+            with torch.no_grad():
+                was_training = model.training
+                model.eval()
+                extra = model.probe_statistics(probe)
+                model.train(was_training)
+            clash = set(extra) & set(out)
+            if clash:
+                raise ValueError(f"probe_statistics returned reserved keys {sorted(clash)}")
+            out.update(extra)
         return out
 
     status, diverged_at = "finished", None
