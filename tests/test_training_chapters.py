@@ -86,11 +86,28 @@ def test_there_are_stored_cpu_results():
     assert STORED, "no stored cpu-preset results under book/*/results/*/cpu/"
 
 
+_LAST_DATA: dict[str, tuple] = {}
+
+
+def _data(section: dict) -> tuple:
+    """``experiment.load_experiment_data(section)``, remembered for the next call with the same section.
+
+    The stored runs are collected in sorted order, so runs of one chapter, which share their data
+    section, follow each other: one cached entry saves reading and standardising the training set
+    again for every run (most of a re-run's time).
+    """
+    key = json.dumps(section, sort_keys=True)
+    if key not in _LAST_DATA:
+        _LAST_DATA.clear()
+        _LAST_DATA[key] = experiment.load_experiment_data(section)
+    return _LAST_DATA[key]
+
+
 def _first_losses(config: dict, steps: int, threads: int, perturb: float = 0.0) -> list[float]:
     """The first ``steps`` minibatch losses of ``config``, with every initial parameter scaled by
     ``1 + perturb * (+-1)`` (random signs, seeded) to measure the run's sensitivity to rounding."""
     cfg = train.TrainConfig.from_dict({**config["train"], "steps": steps, "eval_every": steps, "checkpoint_every": 0})
-    train_data, test_data = experiment.load_experiment_data(config["data"])
+    train_data, test_data = _data(config["data"])
     init_seed = cfg.seed if cfg.init_seed is None else cfg.init_seed
     model = experiment.build_experiment_model(config["model"], init_seed, "cpu", calibration=train_data[0])
     if perturb:

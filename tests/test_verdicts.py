@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from signalprop import verdicts as vd
 from signalprop.verdicts import Interval
 
@@ -143,3 +144,28 @@ def test_bad_input_is_rejected():
         vd.combine([])
     with pytest.raises(ValueError, match="each part"):
         vd.combine([vd.NOT_TESTED])
+
+
+# --- proportions -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (3, 10), (10, 10), (17, 48), (1, 1)])
+def test_proportion_interval_is_the_exact_binomial_interval(k, n):
+    ref = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    iv = vd.proportion_interval(k, n)
+    assert iv.estimate == k / n
+    assert iv.low == pytest.approx(ref.low, abs=1e-12) and iv.high == pytest.approx(ref.high, abs=1e-12)
+
+
+def test_proportion_interval_covers_at_least_its_level():
+    # coverage of the exact interval, summed over the binomial distribution at p = 0.3, n = 20
+    n, p = 20, 0.3
+    cover = sum(stats.binom.pmf(k, n, p) for k in range(n + 1)
+                if vd.proportion_interval(k, n).low <= p <= vd.proportion_interval(k, n).high)
+    assert cover >= 0.95
+
+
+@pytest.mark.parametrize("k, n", [(-1, 5), (6, 5), (0, 0), (1.5, 3), (True, 3)])
+def test_proportion_interval_rejects_bad_counts(k, n):
+    with pytest.raises(ValueError):
+        vd.proportion_interval(k, n)

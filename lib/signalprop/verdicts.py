@@ -40,6 +40,7 @@ __all__ = [
     "Interval",
     "normal_interval",
     "mean_interval",
+    "proportion_interval",
     "bootstrap_interval",
     "jackknife",
     "bound_interval",
@@ -144,6 +145,33 @@ def mean_interval(samples: ArrayLike, *, level: float = 0.95) -> Interval:
     se = float(x.std(ddof=1) / math.sqrt(x.size))
     t = float(stats.t.ppf(0.5 + level / 2, x.size - 1))
     return Interval(mean, mean - t * se, mean + t * se, f"{level:.0%} t-interval over {x.size} samples")
+
+
+def proportion_interval(successes: int, trials: int, *, level: float = 0.95) -> Interval:
+    """Exact (Clopper-Pearson) confidence interval for a probability from ``successes`` in ``trials``.
+
+    For a fraction of independent runs (e.g. the share of seeds whose training succeeded): the
+    interval's ends are the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the beta
+    distributions ``Beta(k, n - k + 1)`` and ``Beta(k + 1, n - k)`` (0 and 1 at ``k = 0`` and
+    ``k = n``), so its coverage is at least ``level`` for every true probability.
+
+    Raises
+    ------
+    ValueError
+        ``trials < 1``, ``successes`` outside ``0..trials``, non-integer counts, or ``level``
+        outside (0, 1).
+    """
+    for name, value in (("successes", successes), ("trials", trials)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+    k, n = int(successes), int(trials)
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= successes <= trials and trials >= 1, got {k} of {n}")
+    level = _check_level(level)
+    alpha = 1 - level
+    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return Interval(k / n, min(low, k / n), max(high, k / n), f"{level:.0%} Clopper-Pearson interval, {k} of {n}")
 
 
 def bootstrap_interval(
