@@ -3,7 +3,7 @@
 The package re-exports its modules, not their names, so that calls read as
 ``sp.meanfield.q_star(...)``.  The experiment modules (``data``, ``models``,
 ``train``, ``experiment``, ``store``, ``sweep``, ``provenance``, ``presets``, and the torch-based ``fcnet``,
-``vni`` and ``zeromode``) are imported on first use, so that
+``vni``, ``vnidepth``, ``vnitrain`` and ``zeromode``) are imported on first use, so that
 ``import signalprop`` stays light and ``python -m signalprop.experiment`` runs cleanly.
 """
 
@@ -26,7 +26,10 @@ from signalprop import (
 
 __version__ = "0.1.0"
 
-_LAZY = ("data", "experiment", "fcnet", "models", "presets", "provenance", "store", "sweep", "train", "vni", "zeromode")
+_LAZY = (
+    "cnnvni", "data", "experiment", "fcnet", "models", "presets", "provenance", "store", "sweep", "train", "vni",
+    "vnidepth", "vnitrain", "zeromode",
+)
 
 __all__ = [
     "activations",
