@@ -169,3 +169,22 @@ def test_proportion_interval_covers_at_least_its_level():
 def test_proportion_interval_rejects_bad_counts(k, n):
     with pytest.raises(ValueError):
         vd.proportion_interval(k, n)
+
+
+@pytest.mark.parametrize(
+    "low, high, above, below",
+    [(0.1, 0.5, "reproduced", "not reproduced"), (-0.5, -0.1, "not reproduced", "reproduced"),
+     (-0.1, 0.2, "inconclusive", "inconclusive"), (0.0, 0.0, "not reproduced", "not reproduced"),
+     (1.0, 1.0, "reproduced", "not reproduced"), (0.0, 0.3, "inconclusive", "not reproduced")],
+)
+def test_strict_criteria(low, high, above, below):
+    iv = Interval((low + high) / 2, low, high)
+    assert vd.above(iv, 0.0) == above
+    assert vd.below(iv, 0.0) == below
+
+
+def test_strict_criteria_reject_bad_input():
+    with pytest.raises(ValueError):
+        vd.above((0, 1), 0.0)
+    with pytest.raises(ValueError):
+        vd.below(Interval(0.5, 0, 1), float("nan"))

@@ -47,6 +47,8 @@ __all__ = [
     "within",
     "at_least",
     "at_most",
+    "above",
+    "below",
     "combine",
     "requires_seeds",
 ]
@@ -288,6 +290,37 @@ def at_least(interval: Interval, threshold: float) -> str:
 def at_most(interval: Interval, threshold: float) -> str:
     """Verdict for the criterion ``true value <= threshold`` (see :func:`within`)."""
     return within(interval, -math.inf, threshold)
+
+
+def above(interval: Interval, threshold: float) -> str:
+    """Verdict for the strict criterion ``true value > threshold`` (e.g. "a difference is positive").
+
+    ``"reproduced"`` if ``low > threshold``, ``"not reproduced"`` if ``high <= threshold`` (a
+    degenerate interval at the threshold, such as a paired difference that is zero in every pair,
+    is a failed strict criterion), ``"inconclusive"`` otherwise.
+
+    Raises
+    ------
+    ValueError
+        ``interval`` is not an :class:`Interval` or ``threshold`` is NaN.
+    """
+    if not isinstance(interval, Interval):
+        raise ValueError(f"interval must be an Interval, got {type(interval).__name__}")
+    threshold = float(threshold)
+    if math.isnan(threshold):
+        raise ValueError("threshold must be a number, got nan")
+    if interval.low > threshold:
+        return REPRODUCED
+    if interval.high <= threshold:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def below(interval: Interval, threshold: float) -> str:
+    """Verdict for the strict criterion ``true value < threshold`` (see :func:`above`)."""
+    flipped = Interval(-interval.estimate, -interval.high, -interval.low, interval.method) if isinstance(
+        interval, Interval) else interval
+    return above(flipped, -float(threshold))
 
 
 def combine(verdicts: Iterable[str]) -> str:
