@@ -587,3 +587,43 @@ def test_result_files_are_readable_by_others(tmp_path):
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644
     assert json.loads(path.read_text()) == {"a": 1}
+
+
+class _Penalised(nn.Module):
+    """A linear classifier with an L2 penalty of its own and a record of the steps it was told."""
+
+    def __init__(self, coefficient: float):
+        super().__init__()
+        self.lin = nn.Linear(16, 3)
+        self.coefficient = coefficient
+        self.steps: list[int] = []
+
+    def forward(self, x):
+        return self.lin(x.flatten(1))
+
+    def regularization_loss(self):
+        return self.coefficient * (self.lin.weight**2).sum()
+
+    def before_step(self, step):
+        self.steps.append(step)
+
+
+def test_model_penalty_enters_the_update_and_before_step_sees_every_step(data):
+    torch.manual_seed(0)
+    model = _Penalised(0.5)
+    w0, b0 = model.lin.weight.detach().clone(), model.lin.bias.detach().clone()
+    cfg = T.TrainConfig(optimizer="sgd", lr=0.1, batch_size=len(data[0][1]), steps=1, eval_every=1)
+    out = T.train(model, data[0], data[1], cfg, progress=False)
+    # oracle: one full-batch gradient step on cross-entropy + 0.5 ||W||^2, by hand with autograd on a copy
+    w, b = w0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+    x, y = data[0]
+    loss = torch.nn.functional.cross_entropy(x.flatten(1) @ w.T + b, y)
+    (loss + 0.5 * (w**2).sum()).backward()
+    torch.testing.assert_close(model.lin.weight.detach(), w0 - 0.1 * w.grad)
+    torch.testing.assert_close(model.lin.bias.detach(), b0 - 0.1 * b.grad)
+    assert out["trace"][0] == pytest.approx(loss.item())  # the recorded loss is the data loss alone
+    assert model.steps == [0]
+    model2 = _Penalised(0.0)
+    T.train(model2, data[0], data[1], T.TrainConfig(optimizer="sgd", lr=0.1, batch_size=10, steps=5, eval_every=2),
+          progress=False)
+    assert model2.steps == [0, 1, 2, 3, 4]

@@ -23,6 +23,11 @@ connections.  This module is that training loop and nothing more:
   probe); a model with a ``probe_statistics(probe) -> dict`` method adds its
   entries (e.g. the per-layer vanishing node indicator of
   :meth:`signalprop.fcnet.FCNet.probe_statistics`);
+* a model may carry its own training rules: ``regularization_loss() -> Tensor`` is
+  added to the minibatch loss before the backward pass (the recorded loss is the
+  data loss alone), and ``before_step(step)`` is called with the 0-based step
+  before every update (e.g. to switch backward-error modulation off after a
+  number of steps); both see the same step after a resume;
 * ``lr_groups`` gives parameter groups their own learning rates, 0 freezing a group
   (:mod:`signalprop.parameterisation` derives the rates of the deep block);
 * a non-finite loss (training minibatch or held-out set) stops the run with
@@ -550,7 +555,7 @@ def train(
         while status == "finished" and step < cfg.steps:
             idx = sampler.next().to(dev)
             xb, yb = x_train.index_select(0, idx), y_train.index_select(0, idx)
-            loss_value, correct = stepper.step(xb, yb)
+            loss_value, correct = stepper.step(xb, yb, step)
             if not math.isfinite(loss_value):
                 status, diverged_at = "diverged", step + 1
                 break
@@ -656,17 +661,28 @@ class _Stepper:
         correct = (logits.detach().argmax(dim=1) == yb).sum()
         return loss, correct
 
+    def _objective(self, loss: torch.Tensor) -> torch.Tensor:
+        """The minimised objective: the data loss plus the model's own penalty, if it has one."""
+        penalty = getattr(self.model, "regularization_loss", None)
+        return loss if penalty is None else loss + penalty()
+
     def _update(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
         """An eager step: the loss and correct count of the minibatch, then the update if the loss is finite."""
         loss, correct = self._eager(xb, yb)
         loss_value = loss.item()
         if math.isfinite(loss_value):
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self._objective(loss).backward()
             self.optimizer.step()
         return loss_value, int(correct.item())
 
-    def step(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
+    def step(self, xb: torch.Tensor, yb: torch.Tensor, step: int = 0) -> tuple[float, int]:
+        """One update at (0-based) ``step``; a model with ``before_step(step)`` is told the step first."""
+        before = getattr(self.model, "before_step", None)
+        if before is not None:
+            if self.graph:
+                raise ValueError("a model with before_step cannot be trained with cuda_graph")
+            before(step)
         if not self.graph:
             return self._update(xb, yb)
         if self.captured is None and self.eager_steps < GRAPH_WARMUP:
@@ -683,7 +699,7 @@ class _Stepper:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # jobs may run in other threads
                 sloss, scorrect = self._eager(sx, sy)
-                sloss.backward()
+                self._objective(sloss).backward()
                 self.optimizer.step()
             self.captured = (graph, sx, sy, sloss, scorrect)
             # the capture recorded the step without running it: replay it for this minibatch below
