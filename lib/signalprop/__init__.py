@@ -3,7 +3,8 @@
 The package re-exports its modules, not their names, so that calls read as
 ``sp.meanfield.q_star(...)``.  The experiment modules (``data``, ``models``,
 ``train``, ``experiment``, ``store``, ``sweep``, ``provenance``, ``presets``, and the torch-based ``fcnet``,
-``vni``, ``vnidepth``, ``vnitrain``, ``zeromode``, ``batchnorm`` and ``orthonormal``) are imported on first use,
+``vni``, ``vnidepth``, ``vnitrain``, ``zeromode``, ``batchnorm``, ``orthonormal``, ``modulation`` and
+``plainnet``) are imported on first use,
 so that ``import signalprop`` stays light and ``python -m signalprop.experiment`` runs cleanly.
 """
 
@@ -27,8 +28,8 @@ from signalprop import (
 __version__ = "0.1.0"
 
 _LAZY = (
-    "batchnorm", "cnnvni", "data", "experiment", "fcnet", "models", "orthonormal", "presets", "provenance", "store",
-    "sweep", "train", "vni", "vnidepth", "vnitrain", "zeromode",
+    "batchnorm", "cnnvni", "data", "experiment", "fcnet", "models", "modulation", "orthonormal", "plainnet", "presets",
+    "provenance", "store", "sweep", "train", "vni", "vnidepth", "vnitrain", "zeromode",
 )
 
 __all__ = [
