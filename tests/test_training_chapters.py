@@ -141,9 +141,13 @@ def test_stored_cpu_result_reruns_to_its_first_losses(path):
     # Another CPU takes other SIMD code paths, which changes the last bits of every layer. A network in
     # the chaotic phase amplifies such differences exponentially with depth (by about chi_1^(L/2)), so the
     # tolerance is the run's own measured sensitivity: the change of its losses when every initial
-    # parameter moves by two float32 ulps (2.4e-7 relative), times 20, plus 1e-5 relative.
+    # parameter moves by two float32 ulps (2.4e-7 relative), times 20, plus 1e-5 relative. A trajectory that is
+    # sensitive at one step stays so at the next (the difference is carried by the parameters), but one perturbed
+    # run can land close to the original by chance at a later step: the sensitivity of a step is the largest
+    # measured up to it (a depth-160, sigma_w2 = 3 network measured 0.026, 0.098 and 0.002 at steps 1-3 on an
+    # AVX-512 CPU, while its stored losses differed by 0.037, 0.010 and 0.12).
     sensitivity = np.abs(np.array(_first_losses(config, k, threads, perturb=2.0**-22)) - rerun)
-    tolerance = 1e-5 * np.abs(expected) + 20 * sensitivity
+    tolerance = 1e-5 * np.abs(expected) + 20 * np.maximum.accumulate(sensitivity)
     assert np.all(np.abs(rerun - expected) <= tolerance), (rerun, expected, sensitivity)
 
 
