@@ -130,23 +130,23 @@ def mnist_like(name: str, split: str, n: int = 200) -> tuple[torch.Tensor, torch
 @pytest.mark.filterwarnings("ignore:`local_mode` is an experimental feature:FutureWarning")
 @pytest.mark.filterwarnings("ignore::ResourceWarning")  # files and processes Ray's node launcher leaves open
 def test_paper_jobs_run_through_ray_local_mode(tmp_path, ray_local):
-    """Three jobs of the paper grid (N = 500, L = 25, one per optimiser family), shortened to two steps on data
-    made here, give on Ray the results they give locally."""
+    """Two jobs of the paper grid (N = 500, L = 25; plain SGD on tanh, Adam on ReLU), shortened to one step on 100
+    images made here, give on Ray the results they give locally."""
     picked = {}
     for c in suc.configs("paper"):
         key = (c["train"]["optimizer"], c["model"]["activation"])
-        if key in {("sgd", "tanh"), ("momentum", "relu"), ("adam", "tanh")} and key not in picked:
+        if key in {("sgd", "tanh"), ("adam", "relu")} and key not in picked:
             picked[key] = c
     jobs = []
     for c in picked.values():
         c = json.loads(json.dumps(c))
-        c["data"] = {"name": "mnist-like", "loader": "test_presets_chang2019:mnist_like"}
-        c["train"].update(steps=2, eval_every=1, checkpoint_every=1)
+        c["data"] = {"name": "mnist-like", "loader": "test_presets_chang2019:mnist_like", "n": 100}
+        c["train"].update(steps=1, eval_every=1, checkpoint_every=1)
         c["train"].pop("eval_subset")
         jobs.append(c)
-    assert [j["model"]["depth"] for j in jobs] == [25, 25, 25] and {j["model"]["width"] for j in jobs} == {500}
+    assert [j["model"]["depth"] for j in jobs] == [25, 25] and {j["model"]["width"] for j in jobs} == {500}
     on_ray = sweep.run_sweep(jobs, tmp_path / "ray", backend="ray")
     local = sweep.run_sweep(jobs, tmp_path / "local")
-    assert [r["status"] for r in on_ray] == ["finished"] * 3
+    assert [r["status"] for r in on_ray] == ["finished"] * 2
     assert [r["history"] for r in on_ray] == [r["history"] for r in local]
     assert all(len(r["history"][-1]["vni"]) == 25 for r in on_ray)
