@@ -57,7 +57,16 @@ def test_smoke_preset_is_small(chapter):
         assert config["data"]["name"] == "fashion-mnist"
         assert config["data"].get("n_train", 10**9) <= 256
         assert config["data"].get("n_test", 10**9) <= 128
-        assert config["model"]["depth"] <= 8 and config["model"].get("channels", 10**9) <= 8
+        model = config["model"]
+        factory = model.get("factory")
+        if factory is None:  # the vanilla CNN of signalprop.models
+            assert model["depth"] <= 8 and model.get("channels", 10**9) <= 8
+        elif factory == "signalprop.fcnet:FCNet":  # Part IV: depth hidden layers of the given width
+            assert model["depth"] <= 8 and model["width"] <= 8
+        elif factory == "signalprop.plainnet:build":  # Part V: 6n + 2 layers, widths (16, 32, 64) x width
+            assert model["n"] <= 1 and model["width"] <= 0.25
+        else:
+            raise AssertionError(f"no size rule for the model factory {factory!r}")
         assert config["train"]["steps"] <= 20
 
 
