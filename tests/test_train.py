@@ -122,7 +122,7 @@ def test_numpy_numbers_become_plain_python_numbers():
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"optimizer": "nesterov"}, "unknown optimizer"),
+        ({"optimizer": "lbfgs"}, "unknown optimizer"),
         ({"lr": 0.0}, "lr must be positive"),
         ({"lr": -1e-3}, "lr must be positive"),
         ({"lr": float("nan")}, "lr must be a finite number"),
@@ -179,6 +179,8 @@ def test_model_without_parameters_raises(data):
         ("adam", torch.optim.Adam, {"betas": (0.9, 0.999)}),
         ("rmsprop", torch.optim.RMSprop, {"alpha": 0.99}),
         ("adagrad", torch.optim.Adagrad, {"initial_accumulator_value": 0}),
+        ("nesterov", torch.optim.SGD, {"momentum": 0.9, "nesterov": True, "dampening": 0}),
+        ("adadelta", torch.optim.Adadelta, {"rho": 0.9, "eps": 1e-6}),
     ],
 )
 def test_optimizer_names(name, cls, extra):
@@ -188,6 +190,31 @@ def test_optimizer_names(name, cls, extra):
     assert group["lr"] == 0.3 and group["weight_decay"] == 0
     for key, value in extra.items():
         assert group[key] == value
+
+
+def test_nesterov_needs_momentum():
+    with pytest.raises(ValueError, match="nesterov"):
+        T.TrainConfig(optimizer="nesterov", momentum=0.0)
+
+
+def test_full_batch_nesterov_steps_follow_the_look_ahead_update(data):
+    # Nesterov's update in torch's form, replayed from the closed-form gradient:
+    # v <- m v + g, w <- w - lr (g + m v).
+    (x, y), test = data
+    lr, m = 0.5, 0.9
+    model = _linear_model()
+    w = model[1].weight.detach().numpy().copy()
+    b = model[1].bias.detach().numpy().copy()
+    cfg = {"optimizer": "nesterov", "lr": lr, "momentum": m, "batch_size": 64, "steps": 3, "eval_every": 3}
+    T.train(model, (x, y), test, cfg, device="cpu")
+    xs, ys = x.reshape(64, 16).double().numpy(), y.numpy()
+    vw, vb = np.zeros_like(w), np.zeros_like(b)
+    for _ in range(3):
+        gw, gb = _softmax_linear_grad(w, b, xs, ys)
+        vw, vb = m * vw + gw, m * vb + gb
+        w, b = w - lr * (gw + m * vw), b - lr * (gb + m * vb)
+    np.testing.assert_allclose(model[1].weight.detach().numpy(), w, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(model[1].bias.detach().numpy(), b, rtol=1e-10, atol=1e-12)
 
 
 def _softmax_linear_grad(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, y: np.ndarray):

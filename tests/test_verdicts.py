@@ -188,3 +188,26 @@ def test_strict_criteria_reject_bad_input():
         vd.above((0, 1), 0.0)
     with pytest.raises(ValueError):
         vd.below(Interval(0.5, 0, 1), float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("parts", "expected"),
+    [
+        ([vd.NOT_TESTED, vd.NOT_TESTED], vd.NOT_TESTED),
+        ([vd.REPRODUCED, vd.REPRODUCED], vd.REPRODUCED),
+        ([vd.REPRODUCED, vd.NOT_TESTED], vd.INCONCLUSIVE),
+        ([vd.NOT_REPRODUCED, vd.NOT_TESTED], vd.NOT_REPRODUCED),
+        ([vd.REPRODUCED, vd.NOT_REPRODUCED, vd.NOT_TESTED], vd.PARTLY),
+        ([vd.INCONCLUSIVE, vd.NOT_TESTED], vd.INCONCLUSIVE),
+        ([vd.REPRODUCED, vd.INCONCLUSIVE], vd.INCONCLUSIVE),
+    ],
+)
+def test_combine_available(parts, expected):
+    assert vd.combine_available(parts) == expected
+
+
+def test_combine_available_rejects_bad_input():
+    with pytest.raises(ValueError):
+        vd.combine_available([])
+    with pytest.raises(ValueError):
+        vd.combine_available(["maybe"])

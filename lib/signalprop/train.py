@@ -8,8 +8,9 @@ connections.  This module is that training loop and nothing more:
 * optimisers (``TrainConfig.optimizer``): ``"sgd"`` (plain), ``"momentum"``
   (heavy ball, ``v <- m v + g``, ``w <- w - lr v``: the update of TensorFlow's
   ``MomentumOptimizer`` used by the authors' demo, and of ``torch.optim.SGD``),
-  ``"adam"``, ``"rmsprop"`` and ``"adagrad"`` (torch's definitions and default
-  constants), all at a constant learning rate;
+  ``"nesterov"`` (the same with Nesterov's look-ahead, ``torch.optim.SGD(nesterov=True)``),
+  ``"adam"``, ``"rmsprop"``, ``"adagrad"`` and ``"adadelta"`` (torch's definitions and
+  default constants), all at a constant learning rate;
 * minibatches are consecutive slices of a stream of random permutations of the
   training set drawn from one seeded :class:`torch.Generator`, so every batch
   has exactly ``batch_size`` examples and an epoch is ``N_train / batch_size``
@@ -88,7 +89,7 @@ __all__ = [
 ]
 
 #: Optimiser names accepted by :class:`TrainConfig`.
-OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop", "adagrad")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "rmsprop", "adagrad", "adadelta")
 #: Fields of :class:`TrainConfig` that say how a run is carried out, not what it computes:
 #: they are recorded with a result but are not part of a job's identity (a checkpoint written
 #: with one value resumes under another).
@@ -133,7 +134,7 @@ class TrainConfig:
     lr : float
         Constant learning rate, > 0. Default ``1e-2``.
     momentum : float
-        Momentum coefficient in ``[0, 1)``, used by ``"momentum"`` only. Default ``0.95``.
+        Momentum coefficient in ``[0, 1)``, used by ``"momentum"`` and ``"nesterov"`` only. Default ``0.95``.
     weight_decay : float
         L2 penalty coefficient added to the gradient by the optimiser, >= 0. Default 0
         (the paper uses none).
@@ -196,6 +197,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= _check_real("momentum", self.momentum) < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.optimizer == "nesterov" and self.momentum == 0:
+            raise ValueError("the nesterov optimizer needs momentum > 0")
         if _check_real("weight_decay", self.weight_decay) < 0:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         _check_int("batch_size", self.batch_size, 1)
@@ -308,9 +311,11 @@ def make_optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimize
     """The optimiser named by ``config.optimizer`` with learning rate ``config.lr``.
 
     ``"momentum"`` is ``torch.optim.SGD(momentum=config.momentum)`` (heavy ball,
-    no dampening, not Nesterov); Adam, RMSprop and Adagrad keep torch's default
-    constants (Adam betas (0.9, 0.999), eps 1e-8; RMSprop alpha 0.99, eps 1e-8;
-    Adagrad eps 1e-10, initial accumulator 0).
+    no dampening, not Nesterov); ``"nesterov"`` is the same with ``nesterov=True``
+    (``v <- m v + g``, ``w <- w - lr (g + m v)``); Adam, RMSprop, Adagrad and Adadelta
+    keep torch's default constants (Adam betas (0.9, 0.999), eps 1e-8; RMSprop alpha
+    0.99, eps 1e-8; Adagrad eps 1e-10, initial accumulator 0; Adadelta rho 0.9, eps
+    1e-6, where ``lr`` multiplies Zeiler's update and ``lr = 1`` is his method).
     """
     config = TrainConfig.from_dict(config)
     lr, wd = config.lr, config.weight_decay
@@ -318,10 +323,14 @@ def make_optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimize
         return torch.optim.SGD(parameters, lr=lr, momentum=0.0, weight_decay=wd)
     if config.optimizer == "momentum":
         return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "nesterov":
+        return torch.optim.SGD(parameters, lr=lr, momentum=config.momentum, nesterov=True, weight_decay=wd)
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=lr, weight_decay=wd)
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(parameters, lr=lr, weight_decay=wd)
+    if config.optimizer == "adadelta":
+        return torch.optim.Adadelta(parameters, lr=lr, weight_decay=wd)
     return torch.optim.Adagrad(parameters, lr=lr, weight_decay=wd)
 
 

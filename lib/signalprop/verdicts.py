@@ -50,6 +50,7 @@ __all__ = [
     "above",
     "below",
     "combine",
+    "combine_available",
     "requires_seeds",
 ]
 
@@ -350,6 +351,34 @@ def combine(verdicts: Iterable[str]) -> str:
     if all(v == REPRODUCED for v in parts):
         return REPRODUCED
     return INCONCLUSIVE
+
+
+def combine_available(verdicts: Iterable[str]) -> str:
+    """:func:`combine` for a claim some of whose parts may not be measured yet (``"not yet tested"``).
+
+    No part measured: ``"not yet tested"``.  Every part measured: :func:`combine`.  Some parts
+    missing: :func:`combine` of the measured ones, except that ``"reproduced"`` becomes
+    ``"inconclusive"``, since a missing part could still fail; a claim whose measured parts
+    already fail (``"not reproduced"``, ``"partly reproduced"``) keeps that verdict.
+
+    Raises
+    ------
+    ValueError
+        No verdicts, or a verdict outside :data:`VERDICTS`.
+    """
+    parts = list(verdicts)
+    if not parts:
+        raise ValueError("combine_available needs at least one verdict")
+    for v in parts:
+        if v not in VERDICTS:
+            raise ValueError(f"each part must be one of {VERDICTS}, got {v!r}")
+    measured = [v for v in parts if v != NOT_TESTED]
+    if not measured:
+        return NOT_TESTED
+    verdict = combine(measured)
+    if len(measured) < len(parts) and verdict == REPRODUCED:
+        return INCONCLUSIVE
+    return verdict
 
 
 def requires_seeds(verdict: str, n_seeds: int, minimum: int = 2) -> str:
