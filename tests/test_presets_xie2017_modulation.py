@@ -28,7 +28,8 @@ def test_every_config_is_a_valid_experiment_with_a_unique_key(preset):
         json.dumps(config)
     keys = [sweep.config_key(c) for c in configs]
     assert len(set(keys)) == len(keys)
-    per_seed = len(xm.METHODS) if preset == "smoke" else 2 * len(xm.METHODS) - len(xm._DEEP_ONLY)  # variants at 110 layers only
+    # the variants are trained at 110 layers only
+    per_seed = len(xm.METHODS) if preset == "smoke" else 2 * len(xm.METHODS) - len(xm._DEEP_ONLY)
     assert len(configs) == per_seed * len(xm.SEEDS[preset])
 
 

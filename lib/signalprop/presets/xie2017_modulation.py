@@ -34,9 +34,9 @@ The configurations are listed in the order a CPU should train them: one seed at 
 110-layer runs of the methods that decide §5.3 first.
 
 Presets: ``smoke`` (tiny, for the tests; one depth, every method once); ``cpu`` (quarter widths,
-Fashion-MNIST, 400 steps, modulation during the first 100, 2 seeds); ``paper`` (CIFAR-10, full widths, 32,000 steps at the
-constant rate 0.1 (the part of He et al.'s schedule before its first division; the training loop
-has no schedule), modulation during the first 2,500 steps (the paper's Fig. 4 settles after
+Fashion-MNIST, 400 steps, modulation during the first 100, 2 seeds); ``paper`` (CIFAR-10, full
+widths, 32,000 steps at the constant rate 0.1 (the part of He et al.'s schedule before its first
+division; the training loop has no schedule), modulation during the first 2,500 steps (the paper's Fig. 4 settles after
 2,000-3,000 iterations), 3 seeds).
 """
 
@@ -111,9 +111,9 @@ DESCRIPTION = {
         "('isometric'), and 'ortho', 'ours' and SGD at learning rate 0.01; 2 seeds."
     ),
     "paper": (
-        "Paper scale (Xie et al. 2017, Table 2 and section 5.3): plain 44- and 110-layer networks of widths 16, 32, 64 "
-        "on CIFAR-10, the same methods, 32,000 steps of batch 128 at the constant rate (He et al.'s schedule before its "
-        "first division; the training loop has no schedule), modulation during the first 2,500 steps, 3 seeds; "
+        "Paper scale (Xie et al. 2017, Table 2 and section 5.3): plain 44- and 110-layer networks of widths 16, 32, "
+        "64 on CIFAR-10, the same methods, 32,000 steps of batch 128 at the constant rate (He et al.'s schedule before "
+        "its first division; the training loop has no schedule), modulation during the first 2,500 steps, 3 seeds; "
         "defined, not trained here."
     ),
 }
