@@ -211,3 +211,24 @@ def test_combine_available_rejects_bad_input():
         vd.combine_available([])
     with pytest.raises(ValueError):
         vd.combine_available(["maybe"])
+
+
+def test_over_seeds_decides_from_the_student_interval():
+    samples = [0.30, 0.34, 0.32, np.nan]  # the NaN seed is left out
+    verdict, iv = vd.over_seeds(samples, vd.above, 0.2)
+    x = np.array([0.30, 0.34, 0.32])
+    half = stats.t.ppf(0.975, 2) * x.std(ddof=1) / np.sqrt(3)
+    assert iv.estimate == pytest.approx(0.32) and iv.low == pytest.approx(0.32 - half)
+    assert verdict == vd.REPRODUCED
+    assert vd.over_seeds(samples, vd.above, 0.4)[0] == vd.NOT_REPRODUCED
+    assert vd.over_seeds(samples, vd.above, 0.31)[0] == vd.INCONCLUSIVE
+    assert vd.over_seeds(samples, vd.within, 0.0, 1.0)[0] == vd.REPRODUCED
+
+
+def test_over_seeds_without_enough_seeds():
+    assert vd.over_seeds([], vd.above, 0.0) == (vd.NOT_TESTED, None)
+    assert vd.over_seeds([np.nan], vd.above, 0.0) == (vd.NOT_TESTED, None)
+    assert vd.over_seeds([5.0], vd.above, 0.0) == (vd.INCONCLUSIVE, None)
+    assert vd.over_seeds([5.0, 6.0], vd.above, 0.0, minimum=3)[0] == vd.INCONCLUSIVE
+    with pytest.raises(ValueError):
+        vd.over_seeds([1.0, 2.0], vd.above, 0.0, minimum=0)

@@ -52,6 +52,7 @@ __all__ = [
     "combine",
     "combine_available",
     "requires_seeds",
+    "over_seeds",
 ]
 
 REPRODUCED = "reproduced"
@@ -400,3 +401,31 @@ def requires_seeds(verdict: str, n_seeds: int, minimum: int = 2) -> str:
     if verdict == NOT_TESTED or n_seeds >= minimum:
         return verdict
     return INCONCLUSIVE
+
+
+def over_seeds(
+    samples: ArrayLike, rule: Callable[..., str], *bounds: float, minimum: int = 2, level: float = 0.95
+) -> tuple[str, Interval | None]:
+    """A training claim decided over seeds: ``rule(mean_interval(samples), *bounds)`` and the interval.
+
+    ``samples`` holds one value per seed (or per seed pair, for a paired difference); non-finite
+    values (a seed whose quantity is undefined) are left out.  No finite sample: ``"not yet
+    tested"``; fewer than ``minimum``: ``"inconclusive"`` (:func:`requires_seeds`), with no
+    interval; otherwise the verdict of ``rule`` (e.g. :func:`above`, :func:`within`) on the
+    Student interval at ``level`` (:func:`mean_interval`).
+
+    Raises
+    ------
+    ValueError
+        ``minimum < 1``, or what ``rule`` or :func:`mean_interval` raise.
+    """
+    if int(minimum) != minimum or minimum < 1:
+        raise ValueError(f"minimum must be a positive integer, got {minimum!r}")
+    x = np.asarray(samples, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return NOT_TESTED, None
+    if x.size < max(int(minimum), 2):
+        return requires_seeds(INCONCLUSIVE, int(x.size), int(minimum)), None
+    interval = mean_interval(x, level=level)
+    return requires_seeds(rule(interval, *bounds), int(x.size), int(minimum)), interval
