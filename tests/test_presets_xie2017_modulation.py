@@ -28,9 +28,13 @@ def test_every_config_is_a_valid_experiment_with_a_unique_key(preset):
         json.dumps(config)
     keys = [sweep.config_key(c) for c in configs]
     assert len(set(keys)) == len(keys)
-    # the variants are trained at 110 layers only
-    per_seed = len(xm.METHODS) if preset == "smoke" else 2 * len(xm.METHODS) - len(xm._DEEP_ONLY)
-    assert len(configs) == per_seed * len(xm.SEEDS[preset])
+    if preset == "smoke":
+        assert len(configs) == len(xm.METHODS)
+        return
+    # the variants are trained at 110 layers only, and the 110-layer runs for DEEP_SEEDS only
+    shallow = len(xm.METHODS) - len(xm._DEEP_ONLY)
+    assert len(configs) == shallow * len(xm.SEEDS[preset]) + len(xm.METHODS) * len(xm.DEEP_SEEDS[preset])
+    assert set(xm.DEEP_SEEDS[preset]) <= set(xm.SEEDS[preset])
 
 
 @pytest.mark.parametrize("preset", ["cpu", "paper"])
@@ -59,7 +63,7 @@ def test_the_paper_settings(preset):
         assert m["mismatch"] == {"isometric": 1.0, "ours_mismatch1": 1.0, "ours_mismatch1.2": 1.2}.get(
             method, DEFAULT_MISMATCH)
         assert 0 < xm.MODULATE_STEPS[preset] < t["steps"]
-    assert len(xm.SEEDS[preset]) >= 2
+    assert len(xm.DEEP_SEEDS[preset]) >= 2
 
 
 def test_the_deciding_runs_come_first_in_every_seed():
