@@ -197,26 +197,6 @@ def test_nesterov_needs_momentum():
         T.TrainConfig(optimizer="nesterov", momentum=0.0)
 
 
-def test_full_batch_nesterov_steps_follow_the_look_ahead_update(data):
-    # Nesterov's update in torch's form, replayed from the closed-form gradient:
-    # v <- m v + g, w <- w - lr (g + m v).
-    (x, y), test = data
-    lr, m = 0.5, 0.9
-    model = _linear_model()
-    w = model[1].weight.detach().numpy().copy()
-    b = model[1].bias.detach().numpy().copy()
-    cfg = {"optimizer": "nesterov", "lr": lr, "momentum": m, "batch_size": 64, "steps": 3, "eval_every": 3}
-    T.train(model, (x, y), test, cfg, device="cpu")
-    xs, ys = x.reshape(64, 16).double().numpy(), y.numpy()
-    vw, vb = np.zeros_like(w), np.zeros_like(b)
-    for _ in range(3):
-        gw, gb = _softmax_linear_grad(w, b, xs, ys)
-        vw, vb = m * vw + gw, m * vb + gb
-        w, b = w - lr * (gw + m * vw), b - lr * (gb + m * vb)
-    np.testing.assert_allclose(model[1].weight.detach().numpy(), w, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(model[1].bias.detach().numpy(), b, rtol=1e-10, atol=1e-12)
-
-
 def _softmax_linear_grad(weight: np.ndarray, bias: np.ndarray, x: np.ndarray, y: np.ndarray):
     """Gradient of the mean softmax cross-entropy of logits x W^T + b, in closed form: (p - onehot)^T x / n."""
     logits = x @ weight.T + bias
@@ -231,12 +211,13 @@ def _linear_model(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).double()
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov"])
 def test_full_batch_steps_follow_the_heavy_ball_update(data, optimizer):
     # With batch = whole training set every step sees all examples, so the updates can be replayed
-    # from the closed-form gradient: v <- m v + g, w <- w - lr v (m = 0 for plain SGD).
+    # from the closed-form gradient: v <- m v + g, w <- w - lr v (m = 0 for plain SGD); Nesterov's
+    # look-ahead in torch's form: w <- w - lr (g + m v).
     (x, y), test = data
-    lr, m = 0.5, (0.9 if optimizer == "momentum" else 0.0)
+    lr, m = 0.5, (0.0 if optimizer == "sgd" else 0.9)
     model = _linear_model()
     w = model[1].weight.detach().numpy().copy()
     b = model[1].bias.detach().numpy().copy()
@@ -247,7 +228,10 @@ def test_full_batch_steps_follow_the_heavy_ball_update(data, optimizer):
     for _ in range(3):
         gw, gb = _softmax_linear_grad(w, b, xs, ys)
         vw, vb = m * vw + gw, m * vb + gb
-        w, b = w - lr * vw, b - lr * vb
+        if optimizer == "nesterov":
+            w, b = w - lr * (gw + m * vw), b - lr * (gb + m * vb)
+        else:
+            w, b = w - lr * vw, b - lr * vb
     np.testing.assert_allclose(model[1].weight.detach().numpy(), w, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(model[1].bias.detach().numpy(), b, rtol=1e-10, atol=1e-12)
 

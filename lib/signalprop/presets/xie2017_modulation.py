@@ -45,6 +45,7 @@ from __future__ import annotations
 from typing import Any
 
 from signalprop.modulation import DEFAULT_MISMATCH
+from signalprop.presets.xie2017_orthonormality import _DATA, _IMAGES, BATCH, LAM, MOMENTUM  # the same data and settings
 
 CHAPTER = "xie2017/modulation"
 
@@ -76,9 +77,6 @@ _PRIORITY = (("ours", 1), ("ortho", 1), ("sgd", 1), ("isometric", 1), ("ours_mis
              ("sgd_lr0.01", 1), ("nesterov", 1), ("adagrad", 1), ("adadelta", 1), ("adam", 1), ("rmsprop", 1))
 #: the methods trained at the deep network only
 _DEEP_ONLY = ("ours_mismatch1.2", "ours_mismatch1", "isometric", "ortho_lr0.01", "ours_lr0.01", "sgd_lr0.01")
-LAM = 1e-4
-MOMENTUM = 0.9
-BATCH = 128
 
 #: the shallow and the deep network of each preset (n of 6n + 2)
 N_BLOCKS = {"smoke": (1, 1), "cpu": (7, 18), "paper": (7, 18)}
@@ -87,12 +85,6 @@ SEEDS = {"smoke": (0,), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
 #: the seeds of the deep (110-layer) runs: at ``cpu``, two (a 110-layer run costs about three 44-layer ones)
 DEEP_SEEDS = {"smoke": (0,), "cpu": (0, 1), "paper": (0, 1, 2)}
 MODULATE_STEPS = {"smoke": 2, "cpu": 100, "paper": 2500}
-_DATA = {
-    "smoke": {"name": "fashion-mnist", "n_train": 250, "n_test": 120, "subset_seed": 0, "stratified": True},
-    "cpu": {"name": "fashion-mnist"},
-    "paper": {"name": "cifar10"},
-}
-_IMAGES = {"smoke": (1, 28), "cpu": (1, 28), "paper": (3, 32)}
 _TRAIN = {
     "smoke": {"batch_size": 25, "steps": 4, "eval_every": 2, "eval_batch_size": 120},
     "cpu": {"batch_size": BATCH, "steps": 400, "eval_every": 50, "eval_subset": 1000, "eval_batch_size": 1000},
